@@ -1,0 +1,50 @@
+// Package testutil holds helpers shared by Vigil's tests.
+package testutil
+
+import (
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// PrivilegedEnv is the variable that turns skipped privileged tests into
+// failures. CI sets it.
+const PrivilegedEnv = "VIGIL_PRIVILEGED_TESTS"
+
+// RequirePrivileged skips the test unless the process may load BPF
+// programs and manage network namespaces. When VIGIL_PRIVILEGED_TESTS=1
+// the test fails instead of skipping: in CI a skip would hide a failure.
+func RequirePrivileged(tb testing.TB) {
+	tb.Helper()
+	if reason := privilegeProblem(); reason != "" {
+		if os.Getenv(PrivilegedEnv) == "1" {
+			tb.Fatalf("privileged test cannot run (%s) but %s=1", reason, PrivilegedEnv)
+		}
+		tb.Skipf("privileged test skipped: %s (set %s=1 to make this a failure)", reason, PrivilegedEnv)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		tb.Fatalf("removing memlock rlimit: %v", err)
+	}
+}
+
+func privilegeProblem() string {
+	if os.Geteuid() != 0 {
+		return "not root"
+	}
+	if _, err := os.Stat("/sys/fs/bpf"); err != nil {
+		return "no bpffs"
+	}
+	var caps unix.CapUserHeader
+	caps.Version = unix.LINUX_CAPABILITY_VERSION_3
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&caps, &data[0]); err != nil {
+		return "capget: " + err.Error()
+	}
+	const capSysAdmin = 21
+	if data[0].Effective&(1<<capSysAdmin) == 0 {
+		return "no CAP_SYS_ADMIN"
+	}
+	return ""
+}

@@ -1,0 +1,113 @@
+package sampler
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+)
+
+// Programs are the loaded BPF programs and maps of the capture path.
+// One Programs value serves every interface: the maps (counters, ring
+// buffer, sampling knob) are shared.
+type Programs struct {
+	objs      sensorObjects
+	rate      atomic.Uint32
+	headLen   int
+}
+
+// LoadOptions are the load-time settings of the BPF programs.
+type LoadOptions struct {
+	SampleRate     uint32 // initial 1-in-N; 0 means 1
+	Decap          Decap  // tunnels to look into
+	HeadBytes      int    // bytes of each sampled frame to copy, 0..128
+	RingBufferSize int    // bytes, a power of two multiple of the page size; 0: 4 MiB
+	WakeupBytes    int    // reader wakeup threshold in bytes; 0: 64 KiB
+	MaxInterfaces  int    // interface counter slots; 0: 1024
+}
+
+// MaxHeadBytes is the most of a frame a sample can carry.
+const MaxHeadBytes = headMax
+
+// LoadPrograms loads the capture programs into the kernel.
+func LoadPrograms(opts LoadOptions) (*Programs, error) {
+	if opts.HeadBytes < 0 || opts.HeadBytes > headMax {
+		return nil, fmt.Errorf("head bytes %d out of range 0..%d", opts.HeadBytes, headMax)
+	}
+	spec, err := loadSensor()
+	if err != nil {
+		return nil, err
+	}
+	set := func(name string, v any) error {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("variable %s missing from BPF object", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+		return nil
+	}
+	wake := uint32(64 << 10)
+	if opts.WakeupBytes > 0 {
+		wake = uint32(opts.WakeupBytes)
+	}
+	rate := max(opts.SampleRate, 1)
+	if err := errors.Join(
+		set(sensorVarCfgDecap, uint32(opts.Decap)),
+		set(sensorVarCfgHeadLen, uint32(opts.HeadBytes)),
+		set(sensorVarCfgWakeupBytes, wake),
+		set(sensorVarSampleCfg, packRate(rate)),
+	); err != nil {
+		return nil, err
+	}
+	if opts.RingBufferSize > 0 {
+		spec.Maps[sensorMapSamples].MaxEntries = uint32(opts.RingBufferSize)
+	}
+	if opts.MaxInterfaces > 0 {
+		spec.Maps[sensorMapIfStats].MaxEntries = uint32(opts.MaxInterfaces)
+	}
+
+	p := &Programs{headLen: opts.HeadBytes}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("loading BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	p.rate.Store(rate)
+	return p, nil
+}
+
+// packRate builds the sample_cfg word for 1-in-n: the rate in the low
+// half, and in the high half the threshold t = ceil(2^32/n) - 1 that a
+// random u32 must not exceed, so the kernel compares instead of dividing.
+func packRate(n uint32) uint64 {
+	t := (uint64(1)<<32+uint64(n)-1)/uint64(n) - 1
+	return t<<32 | uint64(n)
+}
+
+// SetSampleRate changes N at run time, without reloading or re-attaching;
+// the next packet is sampled with the new rate and says so. The word is
+// written into the memory-mapped .data section with one aligned 8-byte
+// store, so the program never reads a rate with another's threshold.
+func (p *Programs) SetSampleRate(n uint32) error {
+	n = max(n, 1)
+	if err := p.objs.SampleCfg.Set(packRate(n)); err != nil {
+		return fmt.Errorf("setting sample rate to %d: %w", n, err)
+	}
+	p.rate.Store(n)
+	return nil
+}
+
+// SampleRate returns the rate in force.
+func (p *Programs) SampleRate() uint32 { return p.rate.Load() }
+
+// Close unloads the programs and maps. Links must be closed first.
+func (p *Programs) Close() error {
+	return p.objs.Close()
+}
+
+const headMax = len(sensorVigilSampleHead{}.Head)
