@@ -12,9 +12,9 @@ import (
 // One Programs value serves every interface: the maps (counters, ring
 // buffer, sampling knob) are shared.
 type Programs struct {
-	objs      sensorObjects
-	rate      atomic.Uint32
-	headLen   int
+	objs    sensorObjects
+	rate    atomic.Uint32
+	headLen int
 }
 
 // LoadOptions are the load-time settings of the BPF programs.

@@ -75,32 +75,36 @@ func (p *frameParser) frame(decap Decap) flow.Outcome {
 		ret = p.l3(ethType, &flags, decap)
 	}
 	if ret == parseTunnel {
-		inner := p.tunnel(&tflag)
-		switch {
-		case inner == 0:
-			ret = int(flow.OutcomeOK)
-		case inner < 0:
-			ret = int(flow.OutcomeTruncated)
-		default:
-			p.enterTunnel()
-			flags = tflag
-			ret = int(flow.OutcomeOK)
-			if inner == ethPTEB {
-				ret, ethType = p.eth()
-			} else {
-				ethType = uint16(inner)
-				p.s.EtherType = ethType
-			}
-			if ret == int(flow.OutcomeOK) {
-				ret = p.l3(ethType, &flags, 0)
-				if ret == int(flow.OutcomeOK) {
-					ret = int(flow.OutcomeTunnel)
-				}
-			}
-		}
+		ret = p.afterTunnel(&flags, &tflag)
 	}
 	p.s.Flags = flags
 	return flow.Outcome(ret)
+}
+
+// afterTunnel continues a parse that stopped at a tunnel header.
+func (p *frameParser) afterTunnel(flags, tflag *flow.Flags) int {
+	inner := p.tunnel(tflag)
+	if inner == 0 {
+		return int(flow.OutcomeOK)
+	}
+	if inner < 0 {
+		return int(flow.OutcomeTruncated)
+	}
+	p.enterTunnel()
+	*flags = *tflag
+	var ret int
+	ethType := uint16(inner)
+	if inner == ethPTEB {
+		if ret, ethType = p.eth(); ret != int(flow.OutcomeOK) {
+			return ret
+		}
+	} else {
+		p.s.EtherType = ethType
+	}
+	if ret = p.l3(ethType, flags, 0); ret == int(flow.OutcomeOK) {
+		ret = int(flow.OutcomeTunnel)
+	}
+	return ret
 }
 
 func (p *frameParser) eth() (int, uint16) {
