@@ -23,6 +23,22 @@ const enum vigil_outcome *unused_outcome __attribute__((unused));
 const enum vigil_flag *unused_flag __attribute__((unused));
 const enum vigil_direction *unused_direction __attribute__((unused));
 
+__attribute__((noinline)) int vigil_inner_xdp(struct xdp_md *ctx, struct vigil_sample *s, __u32 off,
+					      __u32 rem, int inner)
+{
+	if (!s)
+		return VIGIL_OUTCOME_TRUNCATED;
+	return inner_at((void *)(long)ctx->data, (void *)(long)ctx->data_end, s, off, rem, inner);
+}
+
+__attribute__((noinline)) int vigil_inner_tc(struct __sk_buff *ctx, struct vigil_sample *s, __u32 off,
+					     __u32 rem, int inner)
+{
+	if (!s)
+		return VIGIL_OUTCOME_TRUNCATED;
+	return inner_at((void *)(long)ctx->data, (void *)(long)ctx->data_end, s, off, rem, inner);
+}
+
 SEC("xdp")
 int vigil_xdp(struct xdp_md *ctx)
 {

@@ -37,7 +37,8 @@ const (
 	protoDstOpts  = 60
 	protoSCTP     = 132
 
-	maxExtHeaders = 8 // VIGIL_MAX_EXT_HDRS
+	maxExtHeaders = 8    // VIGIL_MAX_EXT_HDRS
+	maxInnerOff   = 4096 // VIGIL_MAX_INNER_OFF
 
 	parseTunnel = 0x80 // internal: a tunnel header follows UDP
 )
@@ -92,6 +93,9 @@ func (p *frameParser) afterTunnel(flags, tflag *flow.Flags) int {
 	}
 	p.enterTunnel()
 	*flags = *tflag
+	if p.pos >= maxInnerOff {
+		return int(flow.OutcomeTruncated)
+	}
 	var ret int
 	ethType := uint16(inner)
 	if inner == ethPTEB {

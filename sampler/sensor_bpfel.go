@@ -53,6 +53,7 @@ const (
 	sensorVigilOutcomeVIGIL_OUTCOME_FRAGMENT   sensorVigilOutcome = 4
 	sensorVigilOutcomeVIGIL_OUTCOME_TUNNEL     sensorVigilOutcome = 5
 	sensorVigilOutcomeVIGIL_OUTCOME_MAX        sensorVigilOutcome = 6
+	sensorVigilOutcomeVIGIL_OUTCOME_SLOTS      sensorVigilOutcome = 8
 )
 
 type sensorVigilSample struct {
@@ -95,7 +96,7 @@ type sensorVigilSampleHead struct {
 
 type sensorVigilStats struct {
 	_           structs.HostLayout
-	Outcome     [6]uint64
+	Outcome     [8]uint64
 	Samples     uint64
 	RingbufFull uint64
 	IfMapFull   uint64

@@ -351,14 +351,18 @@ static __always_inline void enter_tunnel(struct vigil_sample *s)
 }
 
 /*
- * Parse a whole frame into s. Fields the frame does not reach are left as
- * they were (the caller zeroes s when it keeps it). Returns the outcome.
+ * Parse a frame up to a tunnel header, if any. Fields the frame does not
+ * reach are left as they were (the caller zeroes s when it keeps it).
+ * Returns the outcome, or PARSE_TUNNEL with *inner set to the inner
+ * EtherType (ETH_P_TEB: Ethernet), s->flags set to the tunnel's flag and
+ * the cursor on the inner header: parse_inner() goes on from there.
  */
-static __always_inline int parse_frame(struct cursor *c, struct vigil_sample *s, __u32 decap)
+static __always_inline int parse_outer(struct cursor *c, struct vigil_sample *s, __u32 decap,
+				       int *inner)
 {
 	__u8 flags = 0, tflag = 0;
 	__u16 eth_type = 0;
-	int ret, inner;
+	int ret;
 
 	ret = parse_eth(c, s, &eth_type);
 	if (ret == VIGIL_OUTCOME_OK)
@@ -366,23 +370,34 @@ static __always_inline int parse_frame(struct cursor *c, struct vigil_sample *s,
 	if (ret != PARSE_TUNNEL)
 		goto out;
 
-	inner = parse_tunnel(c, s, &tflag);
-	if (inner == 0) {
+	*inner = parse_tunnel(c, s, &tflag);
+	if (*inner == 0) {
 		ret = VIGIL_OUTCOME_OK;
 		goto out;
 	}
-	if (inner < 0) {
+	if (*inner < 0) {
 		ret = VIGIL_OUTCOME_TRUNCATED;
 		goto out;
 	}
 	enter_tunnel(s);
 	flags = tflag;
+out:
+	s->flags = flags;
+	return ret;
+}
+
+/* The packet inside a tunnel, after parse_outer returned PARSE_TUNNEL. */
+static __always_inline int parse_inner(struct cursor *c, struct vigil_sample *s, int inner)
+{
+	__u8 flags = s->flags;
+	__u16 eth_type = inner;
+	int ret;
+
 	if (inner == ETH_P_TEB) {
 		ret = parse_eth(c, s, &eth_type);
 		if (ret != VIGIL_OUTCOME_OK)
 			goto out;
 	} else {
-		eth_type = inner;
 		s->eth_type = inner;
 	}
 	ret = parse_l3(c, s, eth_type, &flags, 0);

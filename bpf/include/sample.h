@@ -12,6 +12,13 @@
 /* Bytes of the frame copied after a record when head capture is on. */
 #define VIGIL_HEAD_MAX 128
 
+/*
+ * A tunnel's inner packet must start within this many bytes of the frame
+ * (more is treated as truncated): the verifier needs a small bound on the
+ * offset the inner parse resumes at. XDP frames fit in a page anyway.
+ */
+#define VIGIL_MAX_INNER_OFF 4096
+
 /* Interfaces with ifindex below this are counted in if_stats. */
 #define VIGIL_IF_SLOTS 1024
 
@@ -27,6 +34,7 @@ enum vigil_outcome {
 	VIGIL_OUTCOME_FRAGMENT = 4,   /* non-first IP fragment: no ports */
 	VIGIL_OUTCOME_TUNNEL = 5,     /* VXLAN/GENEVE decapsulated, inner packet parsed */
 	VIGIL_OUTCOME_MAX = 6,
+	VIGIL_OUTCOME_SLOTS = 8, /* counter slots: a power of two >= MAX */
 };
 
 /* Bits of vigil_sample.flags. */
@@ -100,7 +108,7 @@ struct vigil_if_stats {
 
 /* Global counters, per CPU, in a single-slot array. */
 struct vigil_stats {
-	__u64 outcome[VIGIL_OUTCOME_MAX];
+	__u64 outcome[VIGIL_OUTCOME_SLOTS];
 	__u64 samples;       /* records submitted to the ring buffer */
 	__u64 ringbuf_full;  /* samples lost: ring buffer full */
 	__u64 if_map_full;   /* packets whose interface slot could not be created */
