@@ -108,6 +108,9 @@ func (r *Reader) Run(ctx context.Context, out chan<- []flow.Sample) error {
 			}
 			send()
 			continue
+		case errors.Is(err, ringbuf.ErrFlushed):
+			send()
+			continue
 		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
 			send()
 			return nil
@@ -136,6 +139,11 @@ type ReaderStats struct {
 	BadRecords   uint64 // records too short to decode
 	TimerFlushes uint64 // partial batches sent because the flush interval passed
 }
+
+// Flush makes Run read everything in the ring buffer now and hand it
+// downstream, partial batch included, without waiting for the flush
+// interval.
+func (r *Reader) Flush() error { return r.rd.Flush() }
 
 // Stats returns the reader's counters.
 func (r *Reader) Stats() ReaderStats {
