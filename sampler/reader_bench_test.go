@@ -26,7 +26,7 @@ func startDrain(tb testing.TB, p *Programs, cfg ReaderConfig) *drain {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &drain{r: r, cancel: cancel, done: make(chan struct{})}
-	out := make(chan []flow.Sample, 256)
+	out := make(chan []flow.Sample, 32)
 	go func() {
 		defer close(out)
 		if err := r.Run(ctx, out); err != nil {
