@@ -16,13 +16,18 @@ import (
 type ReaderConfig struct {
 	BatchSize     int           // samples per batch; 0: 512
 	FlushInterval time.Duration // longest a sample waits in a partial batch; 0: 100ms
+	// SendTimeout is how long a full downstream channel may hold up the
+	// reader before the batch is dropped (and counted); meanwhile the
+	// ring buffer keeps absorbing the burst. 0: 50ms.
+	SendTimeout time.Duration
 }
 
 // Reader drains the ring buffer into batches of flow.Sample and hands
-// them downstream over a bounded channel. It never blocks on a slow
-// consumer: a batch that does not fit in the channel is dropped and
-// counted. Batches are recycled through Release, so the steady path does
-// not allocate.
+// them downstream over a bounded channel. A slow consumer holds it up for
+// at most SendTimeout per batch, while the ring buffer absorbs the burst;
+// past that the batch is dropped and counted, so the reader never stalls
+// behind a stuck consumer. Batches are recycled through Release, so the
+// steady path does not allocate.
 type Reader struct {
 	rd   *ringbuf.Reader
 	cfg  ReaderConfig
@@ -42,6 +47,9 @@ func (p *Programs) NewReader(cfg ReaderConfig) (*Reader, error) {
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 100 * time.Millisecond
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 50 * time.Millisecond
 	}
 	rd, err := ringbuf.NewReader(p.objs.Samples)
 	if err != nil {
@@ -77,19 +85,30 @@ func (r *Reader) Run(ctx context.Context, out chan<- []flow.Sample) error {
 	var rec ringbuf.Record
 	var arena []byte
 	batch := r.newBatch()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	send := func() {
 		if len(batch) == 0 {
 			return
 		}
+		arena = nil
 		select {
 		case out <- batch:
 			r.batches.Add(1)
 			batch = r.newBatch()
+			return
 		default:
+		}
+		timer.Reset(r.cfg.SendTimeout)
+		defer timer.Stop()
+		select {
+		case out <- batch:
+			r.batches.Add(1)
+			batch = r.newBatch()
+		case <-timer.C:
 			r.dropped.Add(uint64(len(batch)))
 			batch = batch[:0]
 		}
-		arena = nil
 	}
 	offset := monoToUnix()
 	for {

@@ -72,7 +72,7 @@ func BenchmarkRingToBatches(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	d := startDrain(b, p, ReaderConfig{BatchSize: 512, FlushInterval: time.Hour})
+	d := startDrain(b, p, ReaderConfig{BatchSize: 512, FlushInterval: time.Hour, SendTimeout: 10 * time.Second})
 	frame := tcpSYN64()
 	chunk := ring / (recordSize + 8) * 3 / 4
 	b.ReportAllocs()
