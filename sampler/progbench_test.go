@@ -53,7 +53,7 @@ func BenchmarkXDPProgRun(b *testing.B) {
 	}
 	b.Run("empty", func(b *testing.B) { run(b, emptyXDP(b)) })
 	for _, n := range []uint32{1, 100, 1000} {
-		p, err := LoadPrograms(LoadOptions{SampleRate: n})
+		p, err := LoadPrograms(LoadOptions{SampleRate: n, Decap: DecapVXLAN | DecapGENEVE})
 		if err != nil {
 			b.Fatal(err)
 		}
