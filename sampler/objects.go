@@ -24,7 +24,7 @@ type LoadOptions struct {
 	HeadBytes      int    // bytes of each sampled frame to copy, 0..128
 	RingBufferSize int    // bytes, a power of two multiple of the page size; 0: 4 MiB
 	WakeupBytes    int    // reader wakeup threshold in bytes; 0: 64 KiB
-	MaxInterfaces  int    // interface counter slots; 0: 1024
+	MaxInterfaces  int    // counter slots for interfaces with ifindex >= 1024; 0: 1024
 }
 
 // MaxHeadBytes is the most of a frame a sample can carry.
@@ -66,7 +66,7 @@ func LoadPrograms(opts LoadOptions) (*Programs, error) {
 		spec.Maps[sensorMapSamples].MaxEntries = uint32(opts.RingBufferSize)
 	}
 	if opts.MaxInterfaces > 0 {
-		spec.Maps[sensorMapIfStats].MaxEntries = uint32(opts.MaxInterfaces)
+		spec.Maps[sensorMapIfStatsBig].MaxEntries = uint32(opts.MaxInterfaces)
 	}
 
 	p := &Programs{headLen: opts.HeadBytes}

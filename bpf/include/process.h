@@ -91,7 +91,7 @@ static __always_inline void count_outcome(struct vigil_stats *st, int outcome)
 
 static __always_inline void copy_head(struct frame *f, struct vigil_sample_head *r)
 {
-	__u32 n = cfg_head_len;
+	__u32 n = cfg_head_len, m;
 
 	if (n > f->wire_len)
 		n = f->wire_len;
@@ -99,11 +99,16 @@ static __always_inline void copy_head(struct frame *f, struct vigil_sample_head 
 		n = VIGIL_HEAD_MAX;
 	if (n == 0)
 		return;
+	/* n is in [1, VIGIL_HEAD_MAX]; say so in a form that survives clang
+	 * for the verifier: m = n - 1 masked to [0, VIGIL_HEAD_MAX - 1]. */
+	m = n - 1;
+	barrier_var(m);
+	m &= VIGIL_HEAD_MAX - 1;
 	if (f->is_xdp)
-		bpf_xdp_load_bytes(f->ctx, 0, r->head, n);
+		bpf_xdp_load_bytes(f->ctx, 0, r->head, m + 1);
 	else
-		bpf_skb_load_bytes(f->ctx, 0, r->head, n);
-	r->s.head_len = n;
+		bpf_skb_load_bytes(f->ctx, 0, r->head, m + 1);
+	r->s.head_len = m + 1;
 }
 
 static __always_inline void submit(struct vigil_stats *st, void *rec)
