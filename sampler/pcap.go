@@ -94,7 +94,7 @@ func (s *PcapSource) Read(ctx context.Context, r io.Reader, out chan<- []flow.Sa
 	if err != nil {
 		return fmt.Errorf("opening capture: %w", err)
 	}
-	frameOffset, ethType, err := linkLayer(src.LinkType())
+	frameOffset, kind, err := linkLayer(src.LinkType())
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func (s *PcapSource) Read(ctx context.Context, r io.Reader, out chan<- []flow.Sa
 		sampled := s.rng.Uint32() <= s.threshold
 		batch = append(batch, flow.Sample{})
 		smp := &batch[len(batch)-1]
-		outcome := parseLink(data, frameOffset, ethType, s.cfg.Decap, smp)
+		outcome := parseLink(data, frameOffset, kind, s.cfg.Decap, smp)
 		s.stats.Outcomes[outcome]++
 		if !sampled {
 			batch = batch[:len(batch)-1]
@@ -161,23 +161,32 @@ func (s *PcapSource) Read(ctx context.Context, r io.Reader, out chan<- []flow.Sa
 	}
 }
 
-// linkLayer says where the network layer starts for a link type: an
-// Ethernet frame (ethType 0) or a fixed header followed by IP.
-func linkLayer(lt layers.LinkType) (offset int, ethType uint16, err error) {
+// linkKind is how a capture's frames start.
+type linkKind uint8
+
+const (
+	linkEthernet linkKind = iota // an Ethernet header
+	linkRawIP                    // the IP header; its version nibble tells v4 from v6
+	linkSLL                      // Linux cooked: 16 bytes, protocol at bytes 14-15
+)
+
+// linkLayer says how frames of a link type start and where IP begins.
+func linkLayer(lt layers.LinkType) (offset int, kind linkKind, err error) {
 	switch lt {
 	case layers.LinkTypeEthernet:
-		return 0, 0, nil
-	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6, 12:
-		return 0, 1, nil // 1: the version nibble decides
+		return 0, linkEthernet, nil
+	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6,
+		12: // DLT_RAW as some systems write it
+		return 0, linkRawIP, nil
 	case layers.LinkTypeLinuxSLL:
-		return 16, 2, nil // 2: the protocol field at bytes 14-15 decides
+		return 16, linkSLL, nil
 	}
 	return 0, 0, fmt.Errorf("unsupported link type %s (%d): want Ethernet, raw IP or Linux cooked", lt, int(lt))
 }
 
 // parseLink parses a frame of any supported link type.
-func parseLink(data []byte, offset int, kind uint16, decap Decap, s *flow.Sample) flow.Outcome {
-	if kind == 0 {
+func parseLink(data []byte, offset int, kind linkKind, decap Decap, s *flow.Sample) flow.Outcome {
+	if kind == linkEthernet {
 		return ParseFrame(data, decap, s)
 	}
 	if len(data) <= offset {
@@ -185,7 +194,7 @@ func parseLink(data []byte, offset int, kind uint16, decap Decap, s *flow.Sample
 	}
 	var et uint16
 	switch {
-	case kind == 2:
+	case kind == linkSLL:
 		et = binary.BigEndian.Uint16(data[14:16])
 	case data[0]>>4 == 4:
 		et = ethPIPv4
