@@ -1,5 +1,5 @@
 # Vigil — `make help` lists the targets.
-GO        ?= go
+GO        ?= $(shell command -v go || echo /usr/local/go/bin/go)
 BIN       := bin/vigil
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/vigil-sensor/vigil/daemon.Version=$(VERSION)
