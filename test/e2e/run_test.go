@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -67,7 +68,7 @@ func TestRunCapturesLabTraffic(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+lab.Sensor.Name, bin, "run",
 		"--interface", netlab.SensorIf, "--sample-rate", "1", "--samples-out", samples,
 		"--metrics-addr", metricsAddr, "--stats-every", "0")
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -186,4 +187,22 @@ func grepVigil(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
