@@ -3,6 +3,7 @@ package sampler
 import (
 	"context"
 	"math"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -262,4 +263,19 @@ func labSend(t *testing.T, s *netlab.Sender, n int) {
 	if got, err := s.Send(n); err != nil || got != n {
 		t.Fatalf("sent %d of %d datagrams: %v", got, n, err)
 	}
+}
+
+// newSinkLab builds a lab with a sink on labPort for each IP family
+// given, and returns it with the sensor end's interface.
+func newSinkLab(t *testing.T, families ...int) (*netlab.Lab, net.Interface) {
+	t.Helper()
+	lab := netlab.New(t)
+	for _, f := range families {
+		lab.NewSink(t, f, labPort)
+	}
+	ifc, err := lab.Sensor.Interface(netlab.SensorIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lab, ifc
 }

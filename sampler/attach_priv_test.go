@@ -19,13 +19,7 @@ import (
 
 func TestPrivAttachModesSampleEveryPacket(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	lab := netlab.New(t)
-	lab.NewSink(t, 4, labPort)
-	lab.NewSink(t, 6, labPort)
-	ifc, err := lab.Sensor.Interface(netlab.SensorIf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, ifc := newSinkLab(t, 4, 6)
 	const perFamily = 1000
 	for _, mode := range []Mode{ModeXDPNative, ModeXDPGeneric, ModeTCX} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -62,12 +56,7 @@ func TestPrivAttachModesSampleEveryPacket(t *testing.T) {
 
 func TestPrivAttachSampleRate10(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	lab := netlab.New(t)
-	lab.NewSink(t, 4, labPort)
-	ifc, err := lab.Sensor.Interface(netlab.SensorIf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, ifc := newSinkLab(t, 4)
 	r := newLabRig(t, 10)
 	r.attach(lab.Sensor, netlab.SensorIf, ModeXDPNative, false)
 	s := lab.NewSender(t, 4, labPort, labPayload)
@@ -95,12 +84,7 @@ func TestPrivAttachSampleRate10(t *testing.T) {
 
 func TestPrivSetSampleRateWhileTrafficFlows(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	lab := netlab.New(t)
-	lab.NewSink(t, 4, labPort)
-	ifc, err := lab.Sensor.Interface(netlab.SensorIf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab, ifc := newSinkLab(t, 4)
 	r := newLabRig(t, 1)
 	a := r.attach(lab.Sensor, netlab.SensorIf, ModeXDPNative, false)
 	s := lab.NewSender(t, 4, labPort, labPayload)
@@ -208,9 +192,7 @@ func TestPrivSetSampleRateWhileTrafficFlows(t *testing.T) {
 
 func TestPrivAttachEgress(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	lab := netlab.New(t)
-	lab.NewSink(t, 4, labPort)
-	lab.NewSink(t, 6, labPort)
+	lab, _ := newSinkLab(t, 4, 6)
 	ifc, err := lab.Peer.Interface(netlab.PeerIf)
 	if err != nil {
 		t.Fatal(err)

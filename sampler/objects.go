@@ -12,9 +12,8 @@ import (
 // One Programs value serves every interface: the maps (counters, ring
 // buffer, sampling knob) are shared.
 type Programs struct {
-	objs    sensorObjects
-	rate    atomic.Uint32
-	headLen int
+	objs sensorObjects
+	rate atomic.Uint32
 }
 
 // LoadOptions are the load-time settings of the BPF programs.
@@ -69,7 +68,7 @@ func LoadPrograms(opts LoadOptions) (*Programs, error) {
 		spec.Maps[sensorMapIfStatsBig].MaxEntries = uint32(opts.MaxInterfaces)
 	}
 
-	p := &Programs{headLen: opts.HeadBytes}
+	p := &Programs{}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {

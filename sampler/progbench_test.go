@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -60,7 +61,7 @@ func BenchmarkXDPProgRun(b *testing.B) {
 		// The reader drains the ring on the other core, as in production,
 		// so that N=1 measures submitting, not finding the ring full.
 		d := startDrain(b, p, ReaderConfig{})
-		b.Run("vigil/N="+itoa(n), func(b *testing.B) { run(b, p.objs.VigilXdp) })
+		b.Run(fmt.Sprintf("vigil/N=%d", n), func(b *testing.B) { run(b, p.objs.VigilXdp) })
 		d.stop()
 		if st, err := p.Stats(); err != nil || st.RingbufFull != 0 {
 			b.Logf("N=%d: ring buffer full %d times (%v)", n, st.RingbufFull, err)

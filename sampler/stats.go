@@ -8,6 +8,10 @@ import (
 	"github.com/vigil-sensor/vigil/flow"
 )
 
+// ifSlots is VIGIL_IF_SLOTS: ifindexes below it are counted in the
+// if_stats array, the rest in the if_stats_big hash.
+const ifSlots = 1024
+
 // Stats are the capture path's global counters, summed over CPUs.
 type Stats struct {
 	Outcomes    [flow.NumOutcomes]uint64 // packets by parse outcome
