@@ -1,0 +1,264 @@
+package flow
+
+import (
+	"bytes"
+	"cmp"
+	"hash/maphash"
+	"math/bits"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Table aggregates samples into flows and expires them like a NetFlow or
+// IPFIX meter: idle timeout, active timeout, TCP FIN/RST, and a bound on
+// the number of flows.
+//
+// The table is split into shards, each with its own lock, so several
+// goroutines can feed it at once through their own Feeder. Memory is
+// allocated in chunks as the table grows and reused after; a sample for
+// a known flow allocates nothing.
+//
+// The table reads time only from its Clock, when Expire runs: the live
+// daemon gives it the wall clock, replay the capture's time, and tests a
+// ManualClock.
+type Table struct {
+	clock       Clock
+	seed        maphash.Seed
+	shards      []shard
+	shardMask   uint64
+	maxPerShard int
+	idle        atomic.Int64 // ns
+	active      atomic.Int64 // ns
+
+	mu  sync.Mutex // serialises Expire and Flush
+	out []Record
+}
+
+// NewTable returns an empty table that expires flows by clock.
+func NewTable(cfg Config, clock Clock) (*Table, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := 1 << bits.Len(uint(cfg.Shards-1))
+	t := &Table{
+		clock:       clock,
+		seed:        maphash.MakeSeed(),
+		shards:      make([]shard, n),
+		shardMask:   uint64(n - 1),
+		maxPerShard: max(1, (cfg.MaxFlows+n-1)/n),
+	}
+	for i := range t.shards {
+		t.shards[i].init()
+	}
+	t.SetTimeouts(cfg.IdleTimeout, cfg.ActiveTimeout)
+	return t, nil
+}
+
+// SetTimeouts changes the idle and active timeouts of a running table.
+func (t *Table) SetTimeouts(idle, active time.Duration) {
+	t.idle.Store(int64(idle))
+	t.active.Store(int64(active))
+}
+
+// Feeder adds samples to a table. Each goroutine that feeds the table
+// uses its own Feeder; a Feeder is not safe for concurrent use.
+type Feeder struct {
+	t      *Table
+	keys   []Key
+	hashes []uint64
+	order  []int32 // sample indexes grouped by shard
+	counts []int32 // per shard, then offsets
+}
+
+// NewFeeder returns a Feeder for t.
+func (t *Table) NewFeeder() *Feeder {
+	return &Feeder{t: t, counts: make([]int32, len(t.shards)+1)}
+}
+
+// Add accounts a batch of samples. Samples that are not IP (no
+// addresses) are ignored; the capture path counts them.
+func (f *Feeder) Add(batch []Sample) {
+	t := f.t
+	n := len(batch)
+	if cap(f.keys) < n {
+		f.keys = make([]Key, n)
+		f.hashes = make([]uint64, n)
+		f.order = make([]int32, n)
+	}
+	keys, hashes, order := f.keys[:n], f.hashes[:n], f.order[:n]
+	idle, active := t.idle.Load(), t.active.Load()
+	clear(f.counts)
+	for i := range batch {
+		s := &batch[i]
+		if s.IPVersion == 0 {
+			hashes[i] = ^uint64(0)
+			continue
+		}
+		keys[i] = KeyOf(s)
+		h := maphash.Comparable(t.seed, keys[i])
+		hashes[i] = h
+		f.counts[(h&t.shardMask)+1]++
+	}
+	if len(t.shards) == 1 {
+		sh := &t.shards[0]
+		sh.mu.Lock()
+		for i := range batch {
+			if hashes[i] != ^uint64(0) {
+				sh.add(t, &keys[i], hashes[i], &batch[i], idle, active)
+			}
+		}
+		sh.mu.Unlock()
+		return
+	}
+	// Group sample indexes by shard (counting sort), then take each
+	// shard's lock once per batch.
+	for s := 1; s < len(f.counts); s++ {
+		f.counts[s] += f.counts[s-1]
+	}
+	next := f.counts[:len(t.shards)]
+	for i := range batch {
+		h := hashes[i]
+		if h == ^uint64(0) {
+			continue
+		}
+		s := h & t.shardMask
+		order[next[s]] = int32(i)
+		next[s]++
+	}
+	// next[s] is now the end of shard s's run, next[s-1] its start.
+	start := int32(0)
+	for s := range t.shards {
+		end := next[s]
+		if end == start {
+			continue
+		}
+		sh := &t.shards[s]
+		sh.mu.Lock()
+		for _, i := range order[start:end] {
+			sh.add(t, &keys[i], hashes[i], &batch[i], idle, active)
+		}
+		sh.mu.Unlock()
+		start = end
+	}
+}
+
+// Expire ends the flows that are due by the table's clock: idle and
+// active timeouts, and the flows already ended by TCP FIN/RST or
+// eviction. It calls emit with the ended records, ordered by end time,
+// start time and key; the slice is only valid during the call.
+func (t *Table) Expire(emit func([]Record)) {
+	now := t.clock.Now().UnixNano()
+	idle, active := t.idle.Load(), t.active.Load()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.out[:0]
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		out = sh.expire(now, idle, active, out)
+		sh.mu.Unlock()
+	}
+	t.emit(out, emit)
+}
+
+// Flush ends every flow with EndShutdown (and writes pending ones with
+// their own reasons).
+func (t *Table) Flush(emit func([]Record)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.out[:0]
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		out = sh.flush(out)
+		sh.mu.Unlock()
+	}
+	t.emit(out, emit)
+}
+
+func (t *Table) emit(out []Record, emit func([]Record)) {
+	if len(out) > 0 {
+		slices.SortFunc(out, compareRecords)
+		emit(out)
+	}
+	clear(out)
+	t.out = out[:0]
+}
+
+func compareRecords(a, b Record) int {
+	if c := cmp.Compare(a.End, b.End); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Start, b.Start); c != 0 {
+		return c
+	}
+	ka, kb := &a.Key, &b.Key
+	if c := bytes.Compare(ka.SrcAddr[:], kb.SrcAddr[:]); c != 0 {
+		return c
+	}
+	if c := bytes.Compare(ka.DstAddr[:], kb.DstAddr[:]); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ka.SrcPort, kb.SrcPort); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ka.DstPort, kb.DstPort); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ka.Proto, kb.Proto); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ka.Ifindex, kb.Ifindex); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ka.Direction, kb.Direction); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ka.VLAN, kb.VLAN); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ka.InnerVLAN, kb.InnerVLAN); c != 0 {
+		return c
+	}
+	return cmp.Compare(ka.VNI, kb.VNI)
+}
+
+// Stats are the table's counters.
+type Stats struct {
+	Active    int                   // flows in the table now
+	Created   uint64                // flows started
+	Samples   uint64                // samples accounted
+	Expired   [numEndReasons]uint64 // records written, by EndReason
+	Evictions uint64                // flows ended early because the table was full
+	Capacity  int                   // flow slots allocated (grows, never shrinks)
+	_         [0]func()             // not comparable
+}
+
+// ExpiredBy returns the number of records written with reason r.
+func (s *Stats) ExpiredBy(r EndReason) uint64 {
+	if r < numEndReasons {
+		return s.Expired[r]
+	}
+	return 0
+}
+
+// Stats returns the table's counters.
+func (t *Table) Stats() Stats {
+	var st Stats
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		st.Active += sh.count
+		st.Created += sh.created
+		st.Samples += sh.samples
+		for r := range st.Expired {
+			st.Expired[r] += sh.expired[r]
+		}
+		st.Capacity += len(sh.chunks) * chunkSize
+		sh.mu.Unlock()
+	}
+	st.Evictions = st.Expired[EndEvicted]
+	return st
+}
