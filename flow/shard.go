@@ -1,6 +1,9 @@
 package flow
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 const (
 	chunkBits = 12
@@ -28,6 +31,7 @@ type list struct{ head, tail uint32 }
 // bits of the key's hash and the entry's slot number plus one (0: empty).
 type shard struct {
 	mu      sync.Mutex
+	total   *atomic.Int64 // the table's flow count
 	index   []uint64
 	mask    uint64
 	chunks  [][]entry
@@ -44,7 +48,8 @@ type shard struct {
 	_       [64]byte // keep shards' locks on separate cache lines
 }
 
-func (s *shard) init() {
+func (s *shard) init(total *atomic.Int64) {
+	s.total = total
 	s.index = make([]uint64, 64)
 	s.mask = 63
 	s.free = nilSlot
@@ -90,9 +95,12 @@ func (s *shard) add(t *Table, k *Key, h uint64, x *Sample, idle, active int64) {
 		}
 		return
 	}
-	if s.count >= t.maxPerShard {
+	// The bound is global; the victim is the least recently seen flow of
+	// this shard, which approximates the global LRU.
+	if t.count.Load() >= t.maxFlows && s.lru.tail != nilSlot {
 		s.end(s.lru.tail, EndEvicted)
 	}
+	t.count.Add(1)
 	slot := s.alloc()
 	e := s.entry(slot)
 	e.rec.start(k, x)
@@ -175,6 +183,7 @@ func (s *shard) remove(slot uint32, e *entry) {
 	s.unlinkFIFO(e)
 	s.deleteIndex(uint64(e.tag), slot)
 	s.count--
+	s.total.Add(-1)
 	e.lruNext = s.free
 	s.free = slot
 }

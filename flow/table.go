@@ -28,7 +28,8 @@ type Table struct {
 	seed        maphash.Seed
 	shards      []shard
 	shardMask   uint64
-	maxPerShard int
+	maxFlows    int64
+	count       atomic.Int64 // flows in all shards
 	idle        atomic.Int64 // ns
 	active      atomic.Int64 // ns
 
@@ -47,10 +48,10 @@ func NewTable(cfg Config, clock Clock) (*Table, error) {
 		seed:        maphash.MakeSeed(),
 		shards:      make([]shard, n),
 		shardMask:   uint64(n - 1),
-		maxPerShard: max(1, (cfg.MaxFlows+n-1)/n),
+		maxFlows:    int64(cfg.MaxFlows),
 	}
 	for i := range t.shards {
-		t.shards[i].init()
+		t.shards[i].init(&t.count)
 	}
 	t.SetTimeouts(cfg.IdleTimeout, cfg.ActiveTimeout)
 	return t, nil
