@@ -24,14 +24,14 @@ import (
 // daemon gives it the wall clock, replay the capture's time, and tests a
 // ManualClock.
 type Table struct {
-	clock       Clock
-	seed        maphash.Seed
-	shards      []shard
-	shardMask   uint64
-	maxFlows    int64
-	count       atomic.Int64 // flows in all shards
-	idle        atomic.Int64 // ns
-	active      atomic.Int64 // ns
+	clock     Clock
+	seed      maphash.Seed
+	shards    []shard
+	shardMask uint64
+	maxFlows  int64
+	count     atomic.Int64 // flows in all shards
+	idle      atomic.Int64 // ns
+	active    atomic.Int64 // ns
 
 	mu  sync.Mutex // serialises Expire and Flush
 	out []Record
@@ -44,11 +44,11 @@ func NewTable(cfg Config, clock Clock) (*Table, error) {
 	}
 	n := 1 << bits.Len(uint(cfg.Shards-1))
 	t := &Table{
-		clock:       clock,
-		seed:        maphash.MakeSeed(),
-		shards:      make([]shard, n),
-		shardMask:   uint64(n - 1),
-		maxFlows:    int64(cfg.MaxFlows),
+		clock:     clock,
+		seed:      maphash.MakeSeed(),
+		shards:    make([]shard, n),
+		shardMask: uint64(n - 1),
+		maxFlows:  int64(cfg.MaxFlows),
 	}
 	for i := range t.shards {
 		t.shards[i].init(&t.count)
