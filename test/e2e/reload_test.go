@@ -1,0 +1,252 @@
+package e2e
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigil-sensor/vigil/internal/testutil"
+	"github.com/vigil-sensor/vigil/test/netlab"
+)
+
+// reloadTimeout bounds the wait for vigil to act on a SIGHUP.
+const reloadTimeout = 10 * time.Second
+
+// reloadConfig is a complete configuration file for the reload test.
+func reloadConfig(rate int, idle string, output, listen string, ifaces ...string) string {
+	return fmt.Sprintf(`# vigil reload test
+capture:
+  interfaces: [%s]
+  attach_mode: auto
+  egress: false
+  sample_rate: %d
+flows:
+  idle_timeout: %s
+  active_timeout: 1h
+  max_flows: 100000
+  output: %q
+http:
+  listen: %s
+log:
+  level: info
+  format: text
+`, strings.Join(ifaces, ", "), rate, idle, output, listen)
+}
+
+// TestReloadOnSIGHUP runs vigil with --config only and changes the file
+// under it, sending SIGHUP each time:
+//
+//  1. 10 min idle timeout at 1-in-1: flow A (UDP) stays in the table.
+//  2. Valid file: sample_rate 7, idle_timeout 1s, a second interface.
+//     vigil_config_reloads_total +1, reload failures unchanged,
+//     vigil_config_last_reload_success 1, vigil_sampling_rate 7, the new
+//     interface attached, and flow A now expires idle. Flow B, sent
+//     after, expires idle too.
+//  3. A file with an unknown key (and sample_rate 3, idle_timeout 1h):
+//     vigil keeps running and healthy, logs an error naming file:line
+//     of the bad key, vigil_config_reload_failures_total +1,
+//     last_reload_success 0, reloads unchanged, the rate stays 7, and
+//     the 1 s idle timeout stays (flow D expires).
+//  4. The flows file is renamed away (log rotation), the file made valid
+//     again without the second interface: after SIGHUP the interface is
+//     detached and flow E goes to a new file at the original path.
+//
+// After SIGTERM (exit 0): the rotated file holds A (exact, rate 1), B
+// and D (rate 7, within 5 sigma), all ending "idle", and not E; the new
+// file holds E and none of the others.
+func TestReloadOnSIGHUP(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	bin := buildVigil(t)
+	lab := labUp(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "vigil.yaml")
+	flowsPath := filepath.Join(dir, "flows.jsonl")
+	rotated := flowsPath + ".1"
+	const listen = "127.0.0.1:19120"
+	const extraIf, extraPeer = "vsensor2", "vpeer2"
+
+	writeFile(t, cfgPath, reloadConfig(1, "10m", flowsPath, listen, netlab.SensorIf))
+	v := startVigil(t, lab, bin, listen, "--config", cfgPath)
+	m := v.metrics()
+	if got := m.get(t, "vigil_sampling_rate"); got != 1 {
+		t.Fatalf("vigil_sampling_rate %v, want the file's 1", got)
+	}
+	reloads0 := m.counter("vigil_config_reloads_total")
+	failures0 := m.counter("vigil_config_reload_failures_total")
+	idleOf := func(m promText) float64 { return m.counter("vigil_flows_expired_total", `reason="idle"`) }
+	active := func(m promText) float64 { return m.get(t, "vigil_flows_active") }
+
+	// send sends n datagrams of a new UDP flow from the peer and waits
+	// until they have arrived.
+	send := func(port uint16, payload, n int) (flowKey, int) {
+		t.Helper()
+		sink := lab.NewSink(t, 4, port)
+		s := lab.NewSender(t, 4, port, payload)
+		if sent, err := s.Send(n); err != nil || sent != n {
+			t.Fatalf("UDP %s: sent %d of %d: %v", udpKey(s), sent, n, err)
+		}
+		waitSinks(t, map[*netlab.Sink]uint64{sink: uint64(n)})
+		return udpKey(s), s.FrameLen()
+	}
+	// expired waits until a flow sent after idleBefore was read has
+	// expired idle and the table is empty.
+	expired := func(what string, idleBefore float64) {
+		t.Helper()
+		v.waitMetric(what+" expired idle", reloadTimeout, func(m promText) bool {
+			return idleOf(m) > idleBefore && active(m) == 0
+		})
+	}
+
+	// 1. Flow A stays: the idle timeout is 10 min.
+	idleA := idleOf(m)
+	keyA, lenA := send(7301, 120, 200)
+	v.waitMetric("flow A in the table", reloadTimeout, func(m promText) bool { return active(m) >= 1 })
+	time.Sleep(2 * time.Second)
+	if m := v.metrics(); idleOf(m) != idleA || active(m) < 1 {
+		t.Fatalf("flow A expired within 2s with a 10 min idle timeout:\n%s", grepVigil(string(m)))
+	}
+
+	// 2. A valid change.
+	if err := lab.AddVeth(extraIf, extraPeer, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfgPath, reloadConfig(7, "1s", flowsPath, listen, netlab.SensorIf, extraIf))
+	v.signal(syscall.SIGHUP)
+	m = v.waitMetric("reload counted", reloadTimeout, func(m promText) bool {
+		return m.counter("vigil_config_reloads_total") > reloads0
+	})
+	if got := m.counter("vigil_config_reloads_total"); got != reloads0+1 {
+		t.Errorf("vigil_config_reloads_total %v after one SIGHUP, was %v", got, reloads0)
+	}
+	if got := m.counter("vigil_config_reload_failures_total"); got != failures0 {
+		t.Errorf("vigil_config_reload_failures_total %v after a valid reload, was %v", got, failures0)
+	}
+	if got := m.get(t, "vigil_config_last_reload_success"); got != 1 {
+		t.Errorf("vigil_config_last_reload_success %v after a valid reload, want 1", got)
+	}
+	v.waitMetric("sampling rate 7", 2*time.Second, func(m promText) bool { return m.get(t, "vigil_sampling_rate") == 7 })
+	v.waitMetric(extraIf+" attached", reloadTimeout, func(m promText) bool {
+		_, ok := m.sum("vigil_attach_mode", `interface="`+extraIf+`"`)
+		return ok
+	})
+	expired("flow A (after idle_timeout 10m -> 1s)", idleA)
+	idleB := idleOf(v.metrics())
+	keyB, lenB := send(7302, 300, 7000)
+	expired("flow B", idleB)
+
+	// 3. A bad file: the running configuration stays.
+	bad := reloadConfig(3, "1h", flowsPath, listen, netlab.SensorIf, extraIf)
+	bad = strings.Replace(bad, "  max_flows: 100000\n", "  max_flows: 100000\n  idle_timout: 5s\n", 1)
+	badLine := 1 + strings.Count(bad[:strings.Index(bad, "idle_timout")], "\n")
+	writeFile(t, cfgPath, bad)
+	logBefore := len(v.stderr.String())
+	v.signal(syscall.SIGHUP)
+	m = v.waitMetric("reload failure counted", reloadTimeout, func(m promText) bool {
+		return m.counter("vigil_config_reload_failures_total") > failures0
+	})
+	if !v.running() {
+		t.Fatalf("vigil exited on a bad configuration file: %v", v.err)
+	}
+	if code, _, err := v.scrape("/healthz"); err != nil || code != 200 {
+		t.Errorf("/healthz after a bad reload: %d %v", code, err)
+	}
+	if got := m.counter("vigil_config_reload_failures_total"); got != failures0+1 {
+		t.Errorf("vigil_config_reload_failures_total %v after one bad reload, was %v", got, failures0)
+	}
+	if got := m.counter("vigil_config_reloads_total"); got != reloads0+1 {
+		t.Errorf("vigil_config_reloads_total %v after a failed reload, want %v", got, reloads0+1)
+	}
+	if got := m.get(t, "vigil_config_last_reload_success"); got != 0 {
+		t.Errorf("vigil_config_last_reload_success %v after a failed reload, want 0", got)
+	}
+	if got := m.get(t, "vigil_sampling_rate"); got != 7 {
+		t.Errorf("vigil_sampling_rate %v after a failed reload (file said 3), want 7 unchanged", got)
+	}
+	logged := v.stderr.String()[logBefore:]
+	fileLine := regexp.MustCompile(regexp.QuoteMeta(fmt.Sprintf("%s:%d", cfgPath, badLine)) + `\b`)
+	found := false
+	for _, l := range strings.Split(logged, "\n") {
+		if fileLine.MatchString(l) && strings.Contains(l, "level=ERROR") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no error naming %s:%d (the unknown key idle_timout) logged after SIGHUP:\n%s", cfgPath, badLine, logged)
+	}
+	idleD := idleOf(m)
+	keyD, lenD := send(7303, 50, 700)
+	expired("flow D (idle_timeout must stay 1s)", idleD)
+	if got := v.metrics().get(t, "vigil_sampling_rate"); got != 7 {
+		t.Errorf("vigil_sampling_rate %v, want 7", got)
+	}
+
+	// 4. Log rotation: rename the output, reload a valid file.
+	if err := os.Rename(flowsPath, rotated); err != nil {
+		t.Fatalf("rotating the flows file (it should exist: flows A, B and D were written): %v", err)
+	}
+	writeFile(t, cfgPath, reloadConfig(7, "1s", flowsPath, listen, netlab.SensorIf))
+	v.signal(syscall.SIGHUP)
+	m = v.waitMetric("second reload counted", reloadTimeout, func(m promText) bool {
+		return m.counter("vigil_config_reloads_total") >= reloads0+2
+	})
+	if got := m.get(t, "vigil_config_last_reload_success"); got != 1 {
+		t.Errorf("vigil_config_last_reload_success %v after a valid reload, want 1", got)
+	}
+	v.waitMetric(extraIf+" detached", reloadTimeout, func(m promText) bool {
+		_, ok := m.sum("vigil_attach_mode", `interface="`+extraIf+`"`)
+		return !ok
+	})
+	idleE := idleOf(m)
+	keyE, lenE := send(7304, 80, 300)
+	expired("flow E", idleE)
+	v.stop()
+
+	old := byKey(readFlowsFile(t, rotated))
+	cur := byKey(readFlowsFile(t, flowsPath))
+	type expect struct {
+		name     string
+		key      flowKey
+		n, frame int
+		rate     uint32
+		file     map[flowKey][]flowRecord
+		fileName string
+		other    map[flowKey][]flowRecord
+	}
+	for _, e := range []expect{
+		{"A", keyA, 200, lenA, 1, old, "the rotated file", cur},
+		{"B", keyB, 7000, lenB, 7, old, "the rotated file", cur},
+		{"D", keyD, 700, lenD, 7, old, "the rotated file", cur},
+		{"E", keyE, 300, lenE, 7, cur, "the new file", old},
+	} {
+		if n := len(e.other[e.key]); n != 0 {
+			t.Errorf("flow %s (%s): %d record(s) in the wrong file", e.name, e.key, n)
+		}
+		rs := e.file[e.key]
+		if len(rs) != 1 {
+			t.Errorf("flow %s (%s): %d records in %s, want 1", e.name, e.key, len(rs), e.fileName)
+			continue
+		}
+		r := rs[0]
+		if r.EndReason != "idle" || r.SamplingRate != e.rate {
+			t.Errorf("flow %s: end_reason %q sampling_rate %d, want idle at %d", e.name, r.EndReason, r.SamplingRate, e.rate)
+		}
+		if r.SampledBytes != r.SampledPackets*uint64(e.frame) || r.Packets != uint64(r.SamplingRate)*r.SampledPackets ||
+			r.Bytes != uint64(r.SamplingRate)*r.SampledBytes {
+			t.Errorf("flow %s: %d packets / %d bytes from %d samples / %d bytes of %d-byte frames at rate %d: inconsistent",
+				e.name, r.Packets, r.Bytes, r.SampledPackets, r.SampledBytes, e.frame, r.SamplingRate)
+		}
+		bound := 0.0
+		if e.rate > 1 {
+			bound = binomialBound(e.n, int(e.rate))
+		}
+		if diff := math.Abs(float64(r.Packets) - float64(e.n)); diff > bound {
+			t.Errorf("flow %s: estimate %d packets, sent %d (bound %.0f)", e.name, r.Packets, e.n, bound)
+		}
+	}
+}
