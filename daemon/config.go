@@ -1,72 +1,203 @@
 // Package daemon wires Vigil's stages together and runs them as a
-// service: capture, (later) flows, detection and export, with metrics,
-// health and signals.
+// service: capture, flows, detection and export, with metrics, health,
+// configuration reload and signals.
 package daemon
 
 import (
 	"fmt"
+	"log/slog"
+	"net"
+	"strings"
 	"time"
 
+	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/sampler"
 )
 
 // DefaultMetricsAddr is where metrics and health are served by default:
-// localhost only. The Prometheus exporter range 9100-9999 is fully
-// allocated, so Vigil takes a port above it.
+// localhost only. The Prometheus default port allocations list has
+// filled the whole exporter range 9100-9999, so Vigil takes a port
+// outside it.
 const DefaultMetricsAddr = "127.0.0.1:10099"
 
-// Config is the daemon's configuration.
+// Config is the daemon's configuration: one YAML file over DefaultConfig.
+// docs/CONFIG.md documents every key; packaging/vigil.yaml is the
+// annotated default file.
 type Config struct {
-	Interfaces    []string      // empty: the interfaces carrying default routes
-	AttachMode    sampler.Mode  // auto, xdp-native, xdp-generic or tcx
-	Egress        bool          // also capture egress with tcx
-	SampleRate    uint32        // 1-in-N
-	DecapVXLAN    bool          // look into VXLAN (UDP 4789)
-	DecapGENEVE   bool          // look into GENEVE (UDP 6081)
-	HeadBytes     int           // bytes of each sampled frame to keep, 0..128
-	RingBufferMiB int           // ring buffer size
-	MetricsAddr   string        // HTTP listen address for /metrics, /healthz, /readyz
-	SamplesOut    string        // write samples as JSON lines here ("-": stdout); empty: off
-	StatsEvery    time.Duration // log a counter summary this often; 0: off
+	Capture CaptureConfig `yaml:"capture"`
+	Flows   FlowsConfig   `yaml:"flows"`
+	HTTP    HTTPConfig    `yaml:"http"`
+	Log     LogConfig     `yaml:"log"`
 }
 
-// DefaultConfig is what `vigil run` does with no arguments.
+// CaptureConfig is what the capture path attaches to and how it samples.
+type CaptureConfig struct {
+	Interfaces    []string `yaml:"interfaces"`      // empty: the interfaces carrying default routes
+	AttachMode    string   `yaml:"attach_mode"`     // auto, xdp-native, xdp-generic or tcx
+	Egress        bool     `yaml:"egress"`          // also capture egress with tcx
+	SampleRate    uint32   `yaml:"sample_rate"`     // 1-in-N
+	DecapVXLAN    bool     `yaml:"decap_vxlan"`     // look into VXLAN (UDP 4789)
+	DecapGENEVE   bool     `yaml:"decap_geneve"`    // look into GENEVE (UDP 6081)
+	HeadBytes     int      `yaml:"head_bytes"`      // bytes of each sampled frame to keep, 0..128
+	RingBufferMiB int      `yaml:"ring_buffer_mib"` // ring buffer size, a power of two
+	SamplesOut    string   `yaml:"samples_out"`     // debugging: every sample as JSON lines ("-": stdout)
+}
+
+// FlowsConfig is the flow table's expiry policy and where flows go.
+type FlowsConfig struct {
+	IdleTimeout   Duration `yaml:"idle_timeout"`
+	ActiveTimeout Duration `yaml:"active_timeout"`
+	MaxFlows      int      `yaml:"max_flows"`
+	Workers       int      `yaml:"workers"` // goroutines feeding the table
+	Output        string   `yaml:"output"`  // JSON lines: a path, "-" for stdout, "" for none
+}
+
+// HTTPConfig is the metrics and health endpoint.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// LogConfig is how the daemon logs.
+type LogConfig struct {
+	Level         string   `yaml:"level"`          // debug, info, warn, error
+	Format        string   `yaml:"format"`         // text or json
+	StatsInterval Duration `yaml:"stats_interval"` // log a counter summary this often; 0: never
+}
+
+// DefaultConfig is what `vigil run` does with no file and no flags.
 func DefaultConfig() Config {
+	fc := flow.DefaultConfig()
 	return Config{
-		AttachMode:    sampler.ModeAuto,
-		SampleRate:    100,
-		DecapVXLAN:    true,
-		DecapGENEVE:   true,
-		RingBufferMiB: 8,
-		MetricsAddr:   DefaultMetricsAddr,
-		StatsEvery:    10 * time.Second,
+		Capture: CaptureConfig{
+			AttachMode:    string(sampler.ModeAuto),
+			SampleRate:    100,
+			DecapVXLAN:    true,
+			DecapGENEVE:   true,
+			RingBufferMiB: 8,
+		},
+		Flows: FlowsConfig{
+			IdleTimeout:   Duration{D: fc.IdleTimeout},
+			ActiveTimeout: Duration{D: fc.ActiveTimeout},
+			MaxFlows:      fc.MaxFlows,
+			Workers:       2,
+			Output:        "-",
+		},
+		HTTP: HTTPConfig{Listen: DefaultMetricsAddr},
+		Log:  LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
 	}
 }
 
-// Validate checks the configuration.
-func (c Config) Validate() error {
-	if c.SampleRate == 0 {
-		return fmt.Errorf("sample_rate: must be at least 1")
+// FieldError is a problem with one configuration field. Field is the
+// dotted YAML path (flows.idle_timeout).
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Validate checks the configuration and returns every problem found.
+func (c *Config) Validate() []*FieldError {
+	var errs []*FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
-	if c.HeadBytes < 0 || c.HeadBytes > sampler.MaxHeadBytes {
-		return fmt.Errorf("head_bytes: %d out of range 0..%d", c.HeadBytes, sampler.MaxHeadBytes)
+	for i, name := range c.Capture.Interfaces {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+			bad(fmt.Sprintf("capture.interfaces[%d]", i), "%q is not an interface name", name)
+		}
 	}
-	if mib := c.RingBufferMiB; mib <= 0 || mib&(mib-1) != 0 {
-		return fmt.Errorf("ring_buffer_mib: %d is not a power of two", mib)
+	if _, err := sampler.ParseMode(c.Capture.AttachMode); err != nil {
+		bad("capture.attach_mode", "%v", err)
 	}
-	if _, err := sampler.ParseMode(string(c.AttachMode)); err != nil {
-		return fmt.Errorf("attach_mode: %w", err)
+	if c.Capture.SampleRate == 0 {
+		bad("capture.sample_rate", "must be at least 1")
 	}
+	if h := c.Capture.HeadBytes; h < 0 || h > sampler.MaxHeadBytes {
+		bad("capture.head_bytes", "%d out of range 0..%d", h, sampler.MaxHeadBytes)
+	}
+	if mib := c.Capture.RingBufferMiB; mib <= 0 || mib > 1024 || mib&(mib-1) != 0 {
+		bad("capture.ring_buffer_mib", "%d is not a power of two between 1 and 1024", mib)
+	}
+	for _, d := range []struct {
+		field string
+		d     Duration
+		zero  bool // zero allowed
+	}{
+		{"flows.idle_timeout", c.Flows.IdleTimeout, false},
+		{"flows.active_timeout", c.Flows.ActiveTimeout, false},
+		{"log.stats_interval", c.Log.StatsInterval, true},
+	} {
+		switch {
+		case d.d.invalid != "":
+			bad(d.field, "%q is not a duration (examples: 15s, 1m30s, 500ms)", d.d.invalid)
+		case d.d.D < 0 || (d.d.D == 0 && !d.zero):
+			bad(d.field, "must be positive, got %s", d.d.D)
+		}
+	}
+	if c.Flows.MaxFlows < 1 {
+		bad("flows.max_flows", "must be at least 1, got %d", c.Flows.MaxFlows)
+	}
+	if w := c.Flows.Workers; w < 1 || w > 64 {
+		bad("flows.workers", "%d out of range 1..64", w)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		bad("http.listen", "%q is not HOST:PORT: %v", c.HTTP.Listen, err)
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	return errs
+}
+
+// Duration is a time.Duration written as "15s" or "1m30s" in YAML.
+// A value that does not parse is kept and reported by Validate, which
+// knows the field's path and so its line.
+type Duration struct {
+	D       time.Duration
+	invalid string
+}
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(b []byte) error {
+	s := strings.Trim(strings.TrimSpace(string(b)), `"'`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		*d = Duration{invalid: s}
+		return nil
+	}
+	*d = Duration{D: v}
 	return nil
 }
 
-func (c Config) decap() sampler.Decap {
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.D.String(), nil }
+
+func (c *Config) flowConfig() flow.Config {
+	fc := flow.DefaultConfig()
+	fc.IdleTimeout = c.Flows.IdleTimeout.D
+	fc.ActiveTimeout = c.Flows.ActiveTimeout.D
+	fc.MaxFlows = c.Flows.MaxFlows
+	return fc
+}
+
+func (c *Config) decap() sampler.Decap {
 	var d sampler.Decap
-	if c.DecapVXLAN {
+	if c.Capture.DecapVXLAN {
 		d |= sampler.DecapVXLAN
 	}
-	if c.DecapGENEVE {
+	if c.Capture.DecapGENEVE {
 		d |= sampler.DecapGENEVE
 	}
 	return d
+}
+
+func (c *Config) logLevel() slog.Level {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(c.Log.Level))
+	return lv
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -22,13 +23,32 @@ import (
 // Version is set at build time (-ldflags "-X ...daemon.Version=...").
 var Version = "dev"
 
-// Run captures on the configured interfaces until ctx ends, then
-// detaches and returns nil.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
+// RunOptions is what `vigil run` hands the daemon.
+type RunOptions struct {
+	Config     Config
+	ConfigPath string        // file to re-read on Reload; "" if none
+	Override   func(*Config) // command-line flags, applied again after every reload
+	Log        *slog.Logger
+	Level      *slog.LevelVar  // the logger's level, changed on reload
+	Reload     <-chan struct{} // SIGHUP
+}
+
+// expireEvery is how often the live table is checked for due flows.
+const expireEvery = time.Second
+
+// Run captures on the configured interfaces and writes flows until ctx
+// ends. Then it stops intake, ends every active flow with reason
+// shutdown, flushes the output, detaches, and returns nil.
+func Run(ctx context.Context, opts RunOptions) error {
+	cfg, log := opts.Config, opts.Log
+	if fes := cfg.Validate(); len(fes) > 0 {
+		errs := make([]error, len(fes))
+		for i, fe := range fes {
+			errs[i] = fe
+		}
+		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
 	}
-	names := cfg.Interfaces
+	names := cfg.Capture.Interfaces
 	if len(names) == 0 {
 		var err error
 		if names, err = sampler.DefaultRouteInterfaces(); err != nil {
@@ -43,10 +63,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("removing memlock rlimit: %w", err)
 	}
 	progs, err := sampler.LoadPrograms(sampler.LoadOptions{
-		SampleRate:     cfg.SampleRate,
+		SampleRate:     cfg.Capture.SampleRate,
 		Decap:          cfg.decap(),
-		HeadBytes:      cfg.HeadBytes,
-		RingBufferSize: cfg.RingBufferMiB << 20,
+		HeadBytes:      cfg.Capture.HeadBytes,
+		RingBufferSize: cfg.Capture.RingBufferMiB << 20,
 	})
 	if err != nil {
 		return err
@@ -56,43 +76,89 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	mgr := sampler.NewManager(progs, names, cfg.AttachMode, cfg.Egress, log)
+	mode, _ := sampler.ParseMode(cfg.Capture.AttachMode)
+	mgr := sampler.NewManager(progs, names, mode, cfg.Capture.Egress, log)
+	table, err := flow.NewTable(cfg.flowConfig(), flow.SystemClock{})
+	if err != nil {
+		return err
+	}
+	names2 := &ifNames{}
+	out, err := openFlowOutput(cfg.Flows.Output, names2.name)
+	if err != nil {
+		return err
+	}
+	samples, err := openSamplesOut(cfg.Capture.SamplesOut)
+	if err != nil {
+		out.Close()
+		return err
+	}
+	defer samples.Close()
 
+	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out, ifnames: names2}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
 		sampler.NewCollector(progs, mgr, reader, log),
+		flow.NewCollector(table),
+		newDaemonCollector(d),
 	)
-	ln, err := net.Listen("tcp", cfg.MetricsAddr)
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		return fmt.Errorf("listening for metrics on %s: %w", cfg.MetricsAddr, err)
+		out.Close()
+		return fmt.Errorf("listening for metrics on %s: %w", cfg.HTTP.Listen, err)
 	}
 	srv := &http.Server{Handler: httpHandler(reg, mgr), ReadHeaderTimeout: 5 * time.Second}
 	log.Info("serving metrics", "addr", ln.Addr().String(), "version", Version)
 
-	out, err := openSamplesOut(cfg.SamplesOut)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
+	// The manager runs apart from the group: it detaches only after the
+	// last flows are written.
+	mgrCtx, stopMgr := context.WithCancel(context.Background())
+	defer stopMgr()
+	mgrErr := make(chan error, 1)
+	go func() { mgrErr <- mgr.Run(mgrCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
 	batches := make(chan []flow.Sample, 64)
-	g.Go(func() error { return mgr.Run(gctx) })
 	g.Go(func() error {
 		defer close(batches)
 		return reader.Run(gctx, batches)
 	})
-	g.Go(func() error {
-		for b := range batches {
-			if err := out.write(b); err != nil {
-				return err
+	var workers sync.WaitGroup
+	var samplesMu sync.Mutex
+	for range cfg.Flows.Workers {
+		workers.Add(1)
+		g.Go(func() error {
+			defer workers.Done()
+			f := table.NewFeeder()
+			for b := range batches {
+				f.Add(b)
+				if samples.enc != nil {
+					samplesMu.Lock()
+					err := samples.write(b)
+					samplesMu.Unlock()
+					if err != nil {
+						log.Warn("writing samples", "error", err)
+					}
+				}
+				reader.Release(b)
 			}
-			reader.Release(b)
+			return nil
+		})
+	}
+	g.Go(func() error { d.expireLoop(gctx); return nil })
+	g.Go(func() error {
+		select {
+		case err := <-mgrErr:
+			mgrErr <- err
+			if err == nil {
+				err = errors.New("interface manager stopped")
+			}
+			return err
+		case <-gctx.Done():
+			return nil
 		}
-		return out.flush()
 	})
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -102,16 +168,92 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		workers.Wait() // keep /metrics up until intake has drained
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	if cfg.StatsEvery > 0 {
-		g.Go(func() error { logStats(gctx, log, progs, reader, cfg.StatsEvery); return nil })
+	if opts.Reload != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-opts.Reload:
+					d.reload()
+				}
+			}
+		})
+	}
+	if every := cfg.Log.StatsInterval.D; every > 0 {
+		g.Go(func() error { d.logStats(gctx, reader, every); return nil })
 	}
 	err = g.Wait()
+
+	// Intake has stopped and the workers have drained: end every flow.
+	table.Flush(d.write)
+	st := table.Stats()
+	if cerr := out.Close(); cerr != nil {
+		log.Error("closing flows output", "error", cerr)
+	}
+	log.Info("flows flushed", "records", out.written.Load(), "dropped", out.dropped.Load(), "flows_created", st.Created)
+	stopMgr()
+	if merr := <-mgrErr; err == nil {
+		err = merr
+	}
 	log.Info("stopped")
 	return err
+}
+
+// daemon is the running state that reload and the collectors share.
+type daemon struct {
+	opts    RunOptions
+	log     *slog.Logger
+	progs   *sampler.Programs
+	mgr     *sampler.Manager
+	table   *flow.Table
+	out     *flowOutput
+	ifnames *ifNames
+
+	mu             sync.Mutex // guards cfg and the reload counters
+	cfg            Config
+	reloads        uint64
+	reloadFailures uint64
+	lastReloadOK   bool
+	lastReloadAt   time.Time
+	writeErrLogged time.Time
+}
+
+// write sends expired records to the output.
+func (d *daemon) write(recs []flow.Record) {
+	if err := d.out.Write(recs); err != nil {
+		d.mu.Lock()
+		now := time.Now()
+		logIt := now.Sub(d.writeErrLogged) > 10*time.Second
+		if logIt {
+			d.writeErrLogged = now
+		}
+		d.mu.Unlock()
+		if logIt {
+			d.log.Error("writing flows; records are dropped and counted", "error", err)
+		}
+	}
+}
+
+func (d *daemon) expireLoop(ctx context.Context) {
+	t := time.NewTicker(expireEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.table.Expire(d.write)
+		if err := d.out.Flush(); err != nil {
+			d.log.Warn("flushing flows", "error", err)
+		}
+	}
 }
 
 func httpHandler(reg *prometheus.Registry, mgr *sampler.Manager) http.Handler {
@@ -130,7 +272,7 @@ func httpHandler(reg *prometheus.Registry, mgr *sampler.Manager) http.Handler {
 	return mux
 }
 
-func logStats(ctx context.Context, log *slog.Logger, progs *sampler.Programs, reader *sampler.Reader, every time.Duration) {
+func (d *daemon) logStats(ctx context.Context, reader *sampler.Reader, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -139,13 +281,15 @@ func logStats(ctx context.Context, log *slog.Logger, progs *sampler.Programs, re
 			return
 		case <-t.C:
 		}
-		st, err := progs.Stats()
+		st, err := d.progs.Stats()
 		if err != nil {
-			log.Warn("reading counters", "error", err)
+			d.log.Warn("reading counters", "error", err)
 			continue
 		}
 		rs := reader.Stats()
-		log.Info("capture", "packets", st.Packets(), "samples", st.Samples,
-			"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rate", progs.SampleRate())
+		ft := d.table.Stats()
+		d.log.Info("capture", "packets", st.Packets(), "samples", st.Samples,
+			"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rate", d.progs.SampleRate(),
+			"flows_active", ft.Active, "flows_written", d.out.written.Load())
 	}
 }

@@ -60,6 +60,8 @@ type Manager struct {
 	egress bool
 	log    *slog.Logger
 
+	setNames chan []string // SetInterfaces to Run
+
 	mu       sync.Mutex
 	attached map[string]*Attachment
 	failures map[string]uint64 // attach failures by interface
@@ -73,8 +75,53 @@ func NewManager(progs *Programs, names []string, mode Mode, egress bool, log *sl
 		mode:     mode,
 		egress:   egress,
 		log:      log,
+		setNames: make(chan []string, 1),
 		attached: map[string]*Attachment{},
 		failures: map[string]uint64{},
+	}
+}
+
+// SetInterfaces changes the set of interfaces to capture on, while Run
+// runs (configuration reload): interfaces no longer named are detached,
+// new ones that exist are attached.
+func (m *Manager) SetInterfaces(names []string) {
+	names = slices.Clone(names)
+	for {
+		select {
+		case m.setNames <- names:
+			return
+		default:
+		}
+		select { // replace a request Run has not taken yet
+		case <-m.setNames:
+		default:
+		}
+	}
+}
+
+// Interfaces returns the names the manager is asked to capture on.
+func (m *Manager) Interfaces() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.names)
+}
+
+func (m *Manager) apply(names []string) {
+	m.mu.Lock()
+	m.names = names
+	for n := range m.attached {
+		if !slices.Contains(names, n) {
+			m.detachLocked(n, "removed from the configuration")
+		}
+	}
+	m.mu.Unlock()
+	for _, n := range names {
+		link, err := netlink.LinkByName(n)
+		if err != nil {
+			m.log.Warn("interface not found; will attach when it appears", "interface", n)
+			continue
+		}
+		m.handle(netlink.LinkUpdate{Link: link, Header: unix.NlMsghdr{Type: unix.RTM_NEWLINK}})
 	}
 }
 
@@ -105,6 +152,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case err := <-subErr:
 			return fmt.Errorf("following link updates: %w", err)
+		case names := <-m.setNames:
+			m.apply(names)
 		case u, ok := <-updates:
 			if !ok {
 				return fmt.Errorf("link update channel closed")

@@ -76,8 +76,40 @@ func (s *PcapSource) ReadFile(ctx context.Context, path string, out chan<- []flo
 	return nil
 }
 
-// Read replays a pcap or pcapng stream into out.
+// Read replays a pcap or pcapng stream into out, a new batch each time.
 func (s *PcapSource) Read(ctx context.Context, r io.Reader, out chan<- []flow.Sample) error {
+	return s.read(r, func(batch []flow.Sample) error {
+		select {
+		case out <- batch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, false)
+}
+
+// ReadFileFunc replays one capture file, calling fn with each batch of
+// samples. The batch and its memory are reused once fn returns: this is
+// the fast path for offline replay.
+func (s *PcapSource) ReadFileFunc(ctx context.Context, path string, fn func([]flow.Sample) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	err = s.read(f, func(batch []flow.Sample) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(batch)
+	}, true)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse bool) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	magic, err := br.Peek(4)
 	if err != nil {
@@ -105,13 +137,15 @@ func (s *PcapSource) Read(ctx context.Context, r io.Reader, out chan<- []flow.Sa
 		if len(batch) == 0 {
 			return nil
 		}
-		select {
-		case out <- batch:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := emit(batch); err != nil {
+			return err
 		}
-		batch = make([]flow.Sample, 0, s.cfg.BatchSize)
-		arena = nil
+		if reuse {
+			clear(batch)
+			batch, arena = batch[:0], arena[:0]
+		} else {
+			batch, arena = make([]flow.Sample, 0, s.cfg.BatchSize), nil
+		}
 		return nil
 	}
 	for {

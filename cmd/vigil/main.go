@@ -6,47 +6,71 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
+	"github.com/goccy/go-yaml"
+
 	"github.com/vigil-sensor/vigil/daemon"
-	"github.com/vigil-sensor/vigil/sampler"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "vigil:", err)
-		os.Exit(1)
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "vigil:", err)
+		}
+		os.Exit(exitCode(err))
 	}
+}
+
+// errUsage marks command-line mistakes (exit status 2).
+var errUsage = errors.New("usage")
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
 }
 
 const usage = `usage: vigil <command> [flags]
 
 commands:
-  run       capture on network interfaces (default: those carrying default routes)
-  version   print the version
+  run            capture on network interfaces and write flows
+                 (default: the interfaces carrying default routes, 1-in-100
+                 sampling, flows as JSON lines on stdout, metrics on ` + daemon.DefaultMetricsAddr + `)
+  replay FILE... run pcap/pcapng files through the same pipeline
+  check-config   validate a configuration file
+  version        print the version
+
+'vigil <command> -h' shows a command's flags.
 `
 
-func run(args []string) error {
+func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
-		return errors.New("no command")
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command", errUsage)
 	}
 	switch args[0] {
 	case "run":
-		return runCmd(args[1:])
-	case "version":
-		fmt.Println("vigil", daemon.Version)
+		return runCmd(args[1:], stderr)
+	case "replay":
+		return replayCmd(args[1:], stderr)
+	case "check-config":
+		return checkConfigCmd(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "vigil", daemon.Version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Print(usage)
+		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(os.Stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 }
 
 type listFlag []string
@@ -54,35 +78,199 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-func runCmd(args []string) error {
-	cfg := daemon.DefaultConfig()
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+// parse parses flags, turning errors into usage errors.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+func runCmd(args []string, stderr io.Writer) error {
+	def := daemon.DefaultConfig()
+	fs := flag.NewFlagSet("vigil run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML configuration file (flags override it)")
 	var ifaces listFlag
 	fs.Var(&ifaces, "interface", "interface to capture on (repeatable); default: those carrying default routes")
-	rate := fs.Uint("sample-rate", uint(cfg.SampleRate), "sample 1 packet in N")
-	mode := fs.String("attach-mode", string(cfg.AttachMode), "auto, xdp-native, xdp-generic or tcx")
-	fs.BoolVar(&cfg.Egress, "egress", cfg.Egress, "also capture egress (tcx)")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "HTTP address for /metrics, /healthz, /readyz")
-	fs.StringVar(&cfg.SamplesOut, "samples-out", cfg.SamplesOut, "write every sample as a JSON line to PATH or - (debugging)")
-	fs.IntVar(&cfg.HeadBytes, "head-bytes", cfg.HeadBytes, "bytes of each sampled frame to keep (0-128)")
-	fs.DurationVar(&cfg.StatsEvery, "stats-every", cfg.StatsEvery, "log a counter summary this often (0: never)")
+	rate := fs.Uint("sample-rate", uint(def.Capture.SampleRate), "sample 1 packet in N")
+	flowsOut := fs.String("flows-out", def.Flows.Output, "write flows as JSON lines to PATH, or - for stdout")
+	metricsAddr := fs.String("metrics-addr", def.HTTP.Listen, "HTTP address for /metrics, /healthz, /readyz")
+	mode := fs.String("attach-mode", def.Capture.AttachMode, "auto, xdp-native, xdp-generic or tcx")
+	egress := fs.Bool("egress", def.Capture.Egress, "also capture egress (tcx)")
+	samplesOut := fs.String("samples-out", def.Capture.SamplesOut, "debugging: write every sample as a JSON line to PATH or -")
+	headBytes := fs.Int("head-bytes", def.Capture.HeadBytes, "bytes of each sampled frame to keep (0-128)")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
-	if err := fs.Parse(args); err != nil {
+	logLevel := fs.String("log-level", def.Log.Level, "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg.Interfaces = ifaces
-	cfg.SampleRate = uint32(*rate)
-	m, err := sampler.ParseMode(*mode)
-	if err != nil {
-		return err
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	cfg.AttachMode = m
+	// Flags given on the command line override the file, now and after
+	// every reload.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	override := func(c *daemon.Config) {
+		if set["interface"] {
+			c.Capture.Interfaces = ifaces
+		}
+		if set["sample-rate"] {
+			c.Capture.SampleRate = uint32(min(*rate, 1<<31))
+		}
+		if set["flows-out"] {
+			c.Flows.Output = *flowsOut
+		}
+		if set["metrics-addr"] {
+			c.HTTP.Listen = *metricsAddr
+		}
+		if set["attach-mode"] {
+			c.Capture.AttachMode = *mode
+		}
+		if set["egress"] {
+			c.Capture.Egress = *egress
+		}
+		if set["samples-out"] {
+			c.Capture.SamplesOut = *samplesOut
+		}
+		if set["head-bytes"] {
+			c.Capture.HeadBytes = *headBytes
+		}
+		if set["log-json"] && *logJSON {
+			c.Log.Format = "json"
+		}
+		if set["log-level"] {
+			c.Log.Level = *logLevel
+		}
+	}
+	cfg := def
+	if *configPath != "" {
+		var err error
+		if cfg, err = daemon.LoadConfig(*configPath); err != nil {
+			return err
+		}
+	}
+	override(&cfg)
 
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
-	if *logJSON {
-		h = slog.NewJSONHandler(os.Stderr, nil)
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		return fmt.Errorf("%w: log level %q: %v", errUsage, cfg.Log.Level, err)
+	}
+	log := newLogger(stderr, cfg.Log.Format, level)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return daemon.Run(ctx, daemon.RunOptions{
+		Config:     cfg,
+		ConfigPath: *configPath,
+		Override:   override,
+		Log:        log,
+		Level:      level,
+		Reload:     reload,
+	})
+}
+
+func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func replayCmd(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("vigil replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: vigil replay [flags] FILE...")
+		fs.PrintDefaults()
+	}
+	configPath := fs.String("config", "", "YAML configuration file (flows.* and capture.decap_* apply)")
+	rate := fs.Uint("sample-rate", 1, "sample 1 packet in N (1: every packet)")
+	seed := fs.Uint64("seed", 1, "seed of the sampler: the same seed samples the same packets")
+	flowsOut := fs.String("flows-out", "-", "write flows as JSON lines to PATH, or - for stdout")
+	ifname := fs.String("interface", "replay", "interface name written in the records")
+	quiet := fs.Bool("quiet", false, "do not print the summary on stderr")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: no capture file", errUsage)
+	}
+	if *rate == 0 || *rate > 1<<31 {
+		return fmt.Errorf("%w: --sample-rate %d out of range 1..%d", errUsage, *rate, 1<<31)
+	}
+	cfg := daemon.DefaultConfig()
+	if *configPath != "" {
+		var err error
+		if cfg, err = daemon.LoadConfig(*configPath); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return daemon.Run(ctx, cfg, slog.New(h))
+	st, err := daemon.Replay(ctx, daemon.ReplayOptions{
+		Files:      fs.Args(),
+		Config:     cfg,
+		SampleRate: uint32(*rate),
+		Seed:       *seed,
+		Output:     *flowsOut,
+		Interface:  *ifname,
+		Log:        newLogger(stderr, "text", slog.LevelInfo),
+	})
+	if err != nil {
+		return err
+	}
+	if !*quiet {
+		fmt.Fprintf(stderr, "vigil replay: %d packets, %d bytes, %d samples, %d flow records\n", st.Packets, st.Bytes, st.Samples, st.Flows)
+	}
+	return nil
+}
+
+func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("vigil check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: vigil check-config [-print] FILE")
+		fs.PrintDefaults()
+	}
+	print := fs.Bool("print", false, "print the effective configuration (the file over the defaults)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("%w: check-config takes one file", errUsage)
+	}
+	cfg, err := daemon.LoadConfig(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *print {
+		b, err := yaml.Marshal(cfg)
+		if err != nil {
+			return fmt.Errorf("printing configuration: %w", err)
+		}
+		_, err = stdout.Write(b)
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
+	return nil
 }

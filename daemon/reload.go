@@ -1,0 +1,164 @@
+package daemon
+
+import (
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// reload re-reads the configuration file (SIGHUP), applies what can
+// change at run time, and reopens the flows output. A bad file is
+// reported and the running configuration kept.
+func (d *daemon) reload() {
+	d.log.Info("reloading configuration", "file", d.opts.ConfigPath)
+	if err := d.out.Reopen(); err != nil {
+		d.log.Error("reopening flows output", "error", err)
+	}
+	if d.opts.ConfigPath == "" {
+		d.recordReload(true)
+		return
+	}
+	next, err := LoadConfig(d.opts.ConfigPath)
+	if err != nil {
+		d.log.Error("configuration reload failed; keeping the running configuration", "error", err)
+		d.recordReload(false)
+		return
+	}
+	if d.opts.Override != nil {
+		d.opts.Override(&next)
+	}
+	if fes := next.Validate(); len(fes) > 0 {
+		d.log.Error("configuration reload failed; keeping the running configuration", "error", fes[0])
+		d.recordReload(false)
+		return
+	}
+	d.mu.Lock()
+	cur := d.cfg
+	d.mu.Unlock()
+
+	applied := d.apply(cur, next)
+	restart := restartNeeded(cur, next)
+	// Keep what could not be applied as it runs, so that the next reload
+	// compares against the truth.
+	next.Capture.AttachMode, next.Capture.Egress = cur.Capture.AttachMode, cur.Capture.Egress
+	next.Capture.DecapVXLAN, next.Capture.DecapGENEVE = cur.Capture.DecapVXLAN, cur.Capture.DecapGENEVE
+	next.Capture.HeadBytes, next.Capture.RingBufferMiB = cur.Capture.HeadBytes, cur.Capture.RingBufferMiB
+	next.Capture.SamplesOut, next.Flows.Output = cur.Capture.SamplesOut, cur.Flows.Output
+	next.Flows.MaxFlows, next.Flows.Workers = cur.Flows.MaxFlows, cur.Flows.Workers
+	next.HTTP, next.Log.Format, next.Log.StatsInterval = cur.HTTP, cur.Log.Format, cur.Log.StatsInterval
+	d.mu.Lock()
+	d.cfg = next
+	d.mu.Unlock()
+	d.recordReload(true)
+	if len(restart) > 0 {
+		d.log.Warn("configuration changes that need a restart were not applied", "fields", restart)
+	}
+	d.log.Info("configuration reloaded", "applied", applied)
+}
+
+// apply makes the running daemon follow next where cur differs, and
+// returns the fields it changed.
+func (d *daemon) apply(cur, next Config) []string {
+	var applied []string
+	if next.Capture.SampleRate != cur.Capture.SampleRate {
+		if err := d.progs.SetSampleRate(next.Capture.SampleRate); err != nil {
+			d.log.Error("setting the sample rate", "error", err)
+		} else {
+			applied = append(applied, "capture.sample_rate")
+		}
+	}
+	if !slices.Equal(next.Capture.Interfaces, cur.Capture.Interfaces) {
+		if len(next.Capture.Interfaces) > 0 {
+			d.mgr.SetInterfaces(next.Capture.Interfaces)
+			applied = append(applied, "capture.interfaces")
+		} else {
+			d.log.Warn("capture.interfaces emptied; keeping the interfaces in use (restart to pick the default-route interfaces)")
+		}
+	}
+	if next.Flows.IdleTimeout != cur.Flows.IdleTimeout || next.Flows.ActiveTimeout != cur.Flows.ActiveTimeout {
+		d.table.SetTimeouts(next.Flows.IdleTimeout.D, next.Flows.ActiveTimeout.D)
+		applied = append(applied, "flows.idle_timeout", "flows.active_timeout")
+	}
+	if next.Log.Level != cur.Log.Level && d.opts.Level != nil {
+		d.opts.Level.Set(next.logLevel())
+		applied = append(applied, "log.level")
+	}
+	return applied
+}
+
+// restartNeeded lists the fields that differ and cannot change while
+// the daemon runs.
+func restartNeeded(cur, next Config) []string {
+	var f []string
+	add := func(changed bool, name string) {
+		if changed {
+			f = append(f, name)
+		}
+	}
+	add(next.Capture.AttachMode != cur.Capture.AttachMode, "capture.attach_mode")
+	add(next.Capture.Egress != cur.Capture.Egress, "capture.egress")
+	add(next.Capture.DecapVXLAN != cur.Capture.DecapVXLAN, "capture.decap_vxlan")
+	add(next.Capture.DecapGENEVE != cur.Capture.DecapGENEVE, "capture.decap_geneve")
+	add(next.Capture.HeadBytes != cur.Capture.HeadBytes, "capture.head_bytes")
+	add(next.Capture.RingBufferMiB != cur.Capture.RingBufferMiB, "capture.ring_buffer_mib")
+	add(next.Capture.SamplesOut != cur.Capture.SamplesOut, "capture.samples_out")
+	add(next.Flows.MaxFlows != cur.Flows.MaxFlows, "flows.max_flows")
+	add(next.Flows.Workers != cur.Flows.Workers, "flows.workers")
+	add(next.Flows.Output != cur.Flows.Output, "flows.output")
+	add(next.HTTP != cur.HTTP, "http.listen")
+	add(next.Log.Format != cur.Log.Format, "log.format")
+	add(next.Log.StatsInterval != cur.Log.StatsInterval, "log.stats_interval")
+	return f
+}
+
+func (d *daemon) recordReload(ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ok {
+		d.reloads++
+	} else {
+		d.reloadFailures++
+	}
+	d.lastReloadOK = ok
+	d.lastReloadAt = time.Now()
+}
+
+// daemonCollector exposes the daemon's own counters.
+type daemonCollector struct {
+	d                                           *daemon
+	reloads, failures, lastOK, written, dropped *prometheus.Desc
+}
+
+func newDaemonCollector(d *daemon) *daemonCollector {
+	return &daemonCollector{
+		d:        d,
+		reloads:  prometheus.NewDesc("vigil_config_reloads_total", "Successful configuration reloads.", nil, nil),
+		failures: prometheus.NewDesc("vigil_config_reload_failures_total", "Configuration reloads refused (bad file); the running configuration was kept.", nil, nil),
+		lastOK:   prometheus.NewDesc("vigil_config_last_reload_success", "1 if the last configuration reload succeeded (or none was tried), 0 if it failed.", nil, nil),
+		written:  prometheus.NewDesc("vigil_flow_records_written_total", "Flow records written to the flows output.", nil, nil),
+		dropped:  prometheus.NewDesc("vigil_flow_records_dropped_total", "Flow records lost because the flows output failed.", nil, nil),
+	}
+}
+
+func (c *daemonCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.reloads, c.failures, c.lastOK, c.written, c.dropped} {
+		ch <- d
+	}
+}
+
+func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	d.mu.Lock()
+	reloads, failures, ok := d.reloads, d.reloadFailures, d.lastReloadOK || d.lastReloadAt.IsZero()
+	d.mu.Unlock()
+	last := 0.0
+	if ok {
+		last = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(reloads))
+	ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(failures))
+	ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, last)
+	ch <- prometheus.MustNewConstMetric(c.written, prometheus.CounterValue, float64(d.out.written.Load()))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(d.out.dropped.Load()))
+}

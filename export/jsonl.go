@@ -1,0 +1,131 @@
+// Package export turns flow records (and, later, alerts) into the
+// formats backends read, and sends them.
+package export
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vigil-sensor/vigil/flow"
+)
+
+// JSONLines writes flow records as JSON lines (schema: docs/FLOWS.md).
+// Encoding appends into one reused buffer: no allocation per record.
+// It is not safe for concurrent use.
+type JSONLines struct {
+	w      *bufio.Writer
+	ifname func(ifindex uint32) string
+	buf    []byte
+	count  uint64
+}
+
+// NewJSONLines returns a writer of JSON lines to w. ifname names
+// interfaces by index; it may be nil.
+func NewJSONLines(w io.Writer, ifname func(uint32) string) *JSONLines {
+	return &JSONLines{w: bufio.NewWriterSize(w, 256<<10), ifname: ifname, buf: make([]byte, 0, 1024)}
+}
+
+// WriteFlows writes records, one line each.
+func (j *JSONLines) WriteFlows(recs []flow.Record) error {
+	for i := range recs {
+		j.buf = AppendFlowJSON(j.buf[:0], &recs[i], j.ifname)
+		j.buf = append(j.buf, '\n')
+		if _, err := j.w.Write(j.buf); err != nil {
+			return fmt.Errorf("writing flow: %w", err)
+		}
+	}
+	j.count += uint64(len(recs))
+	return nil
+}
+
+// Flush writes buffered lines through.
+func (j *JSONLines) Flush() error {
+	if err := j.w.Flush(); err != nil {
+		return fmt.Errorf("flushing flows: %w", err)
+	}
+	return nil
+}
+
+// Written returns the number of records written.
+func (j *JSONLines) Written() uint64 { return j.count }
+
+// timeLayout is RFC 3339 in UTC with nanoseconds, fixed width.
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// AppendFlowJSON appends r as one JSON object (no newline) to b.
+func AppendFlowJSON(b []byte, r *flow.Record, ifname func(uint32) string) []byte {
+	k := &r.Key
+	b = append(b, `{"kind":"flow","start":"`...)
+	b = time.Unix(0, r.Start).UTC().AppendFormat(b, timeLayout)
+	b = append(b, `","end":"`...)
+	b = time.Unix(0, r.End).UTC().AppendFormat(b, timeLayout)
+	b = append(b, `","interface":`...)
+	name := ""
+	if ifname != nil {
+		name = ifname(k.Ifindex)
+	}
+	b = appendJSONString(b, name)
+	b = appendUint(b, `,"ifindex":`, uint64(k.Ifindex))
+	b = append(b, `,"direction":"`...)
+	b = append(b, k.Direction.String()...)
+	b = appendUint(b, `","ip_version":`, uint64(k.IPVersion))
+	b = appendAddr(b, `,"src_addr":"`, k.Src())
+	b = appendAddr(b, `","dst_addr":"`, k.Dst())
+	b = appendUint(b, `","src_port":`, uint64(k.SrcPort))
+	b = appendUint(b, `,"dst_port":`, uint64(k.DstPort))
+	b = appendUint(b, `,"proto":`, uint64(k.Proto))
+	b = appendUint(b, `,"packets":`, r.Packets)
+	b = appendUint(b, `,"bytes":`, r.Bytes)
+	b = appendUint(b, `,"sampled_packets":`, r.SampledPackets)
+	b = appendUint(b, `,"sampled_bytes":`, r.SampledBytes)
+	b = appendUint(b, `,"sampling_rate":`, uint64(r.SamplingRate()))
+	b = appendUint(b, `,"tcp_flags":`, uint64(r.TCPFlags))
+	b = appendUint(b, `,"tos":`, uint64(r.TOS))
+	b = appendUint(b, `,"ttl_min":`, uint64(r.MinTTL))
+	b = appendUint(b, `,"ttl_max":`, uint64(r.MaxTTL))
+	if k.VLAN != 0 {
+		b = appendUint(b, `,"vlan":`, uint64(k.VLAN))
+	}
+	if k.InnerVLAN != 0 {
+		b = appendUint(b, `,"inner_vlan":`, uint64(k.InnerVLAN))
+	}
+	if k.Tunnel != flow.TunnelNone {
+		b = append(b, `,"tunnel":"`...)
+		b = append(b, k.Tunnel.String()...)
+		b = appendUint(b, `","vni":`, uint64(k.VNI))
+	}
+	b = append(b, `,"end_reason":"`...)
+	b = append(b, r.EndReason.String()...)
+	return append(b, `"}`...)
+}
+
+func appendUint(b []byte, key string, v uint64) []byte {
+	return strconv.AppendUint(append(b, key...), v, 10)
+}
+
+func appendAddr(b []byte, key string, a netip.Addr) []byte {
+	return a.AppendTo(append(b, key...))
+}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD, as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xf])
+		default:
+			b = utf8.AppendRune(b, r)
+		}
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,106 @@
+package export
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/vigil-sensor/vigil/flow"
+)
+
+func record(src, dst string) flow.Record {
+	s := flow.Sample{SrcAddr: netip.MustParseAddr(src), DstAddr: netip.MustParseAddr(dst), IPVersion: 4}
+	if s.SrcAddr.Is6() {
+		s.IPVersion = 6
+	}
+	k := flow.KeyOf(&s)
+	return flow.Record{Key: k}
+}
+
+func TestFlowJSONSchema(t *testing.T) {
+	start := time.Date(2026, 11, 22, 10, 0, 0, 123, time.UTC)
+	r := record("192.0.2.10", "198.51.100.7")
+	r.Key.SrcPort, r.Key.DstPort, r.Key.Proto, r.Key.Ifindex = 51514, 443, 6, 2
+	r.Key.VLAN, r.Key.Tunnel, r.Key.VNI = 100, flow.TunnelVXLAN, 0
+	r.Start, r.End = start.UnixNano(), start.Add(4250*time.Millisecond).UnixNano()
+	r.Packets, r.Bytes, r.SampledPackets, r.SampledBytes = 1200, 1456000, 12, 14560
+	r.Samples, r.RateSum = 12, 1200
+	r.TCPFlags, r.TOS, r.MinTTL, r.MaxTTL, r.EndReason = 27, 0x28, 57, 60, flow.EndTCP
+
+	var buf bytes.Buffer
+	w := NewJSONLines(&buf, func(i uint32) string { return map[uint32]string{2: "eth0"}[i] })
+	v6 := record("2001:db8::1", "2001:db8::2")
+	v6.Key.Direction, v6.Key.Proto, v6.EndReason = flow.Egress, 58, flow.EndIdle
+	if err := w.WriteFlows([]flow.Record{r, v6}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), []byte("\n"))
+	if len(lines) != 2 || w.Written() != 2 {
+		t.Fatalf("got %d lines (written %d), want 2:\n%s", len(lines), w.Written(), buf.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal(lines[0], &got); err != nil {
+		t.Fatalf("line is not JSON: %v\n%s", err, lines[0])
+	}
+	want := map[string]any{
+		"kind": "flow", "start": "2026-11-22T10:00:00.000000123Z", "end": "2026-11-22T10:00:04.250000123Z",
+		"interface": "eth0", "ifindex": 2.0, "direction": "ingress", "ip_version": 4.0,
+		"src_addr": "192.0.2.10", "dst_addr": "198.51.100.7", "src_port": 51514.0, "dst_port": 443.0, "proto": 6.0,
+		"packets": 1200.0, "bytes": 1456000.0, "sampled_packets": 12.0, "sampled_bytes": 14560.0,
+		"sampling_rate": 100.0, "tcp_flags": 27.0, "tos": 40.0, "ttl_min": 57.0, "ttl_max": 60.0,
+		"vlan": 100.0, "tunnel": "vxlan", "vni": 0.0, "end_reason": "tcp_end",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("flow JSON (-want +got):\n%s", diff)
+	}
+	var got6 map[string]any
+	if err := json.Unmarshal(lines[1], &got6); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]any{"src_addr": "2001:db8::1", "ip_version": 6.0, "direction": "egress", "interface": "", "end_reason": "idle", "sampling_rate": 0.0} {
+		if got6[k] != v {
+			t.Errorf("v6 %s = %v, want %v", k, got6[k], v)
+		}
+	}
+	for _, k := range []string{"vlan", "inner_vlan", "vni", "tunnel"} {
+		if _, ok := got6[k]; ok {
+			t.Errorf("v6 record has %q, which must be omitted when unset", k)
+		}
+	}
+}
+
+func TestJSONStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "eth0", `we"ird\name`, "tab\there", "\x00\x1f\x7f", "ünï", "bad\xffutf8", "<html>&"} {
+		got := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Errorf("%q encodes to invalid JSON %s: %v", s, got, err)
+			continue
+		}
+		want, _ := json.Marshal(s)
+		var wantBack string
+		_ = json.Unmarshal(want, &wantBack)
+		if back != wantBack {
+			t.Errorf("%q round-trips to %q, encoding/json to %q", s, back, wantBack)
+		}
+	}
+}
+
+func BenchmarkAppendFlowJSON(b *testing.B) {
+	r := record("192.0.2.10", "198.51.100.7")
+	r.Packets, r.Bytes, r.Samples, r.RateSum, r.EndReason = 1200, 1456000, 12, 1200, flow.EndIdle
+	name := func(uint32) string { return "eth0" }
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendFlowJSON(buf[:0], &r, name)
+	}
+	b.SetBytes(int64(len(buf)))
+}
