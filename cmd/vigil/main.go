@@ -105,6 +105,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	headBytes := fs.Int("head-bytes", def.Capture.HeadBytes, "bytes of each sampled frame to keep (0-128)")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
 	logLevel := fs.String("log-level", def.Log.Level, "debug, info, warn or error")
+	statsEvery := fs.Duration("stats-every", def.Log.StatsInterval.D, "log a counter summary this often (0: never)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -145,6 +146,9 @@ func runCmd(args []string, stderr io.Writer) error {
 		}
 		if set["log-level"] {
 			c.Log.Level = *logLevel
+		}
+		if set["stats-every"] {
+			c.Log.StatsInterval = daemon.Duration{D: *statsEvery}
 		}
 	}
 	cfg := def
