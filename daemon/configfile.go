@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -69,13 +72,28 @@ func ParseConfig(name string, src []byte) (Config, error) {
 		return Config{}, yamlError(name, file, err)
 	}
 	if fes := cfg.Validate(); len(fes) > 0 {
-		errs := make([]error, len(fes))
+		ces := make([]*ConfigError, len(fes))
 		for i, fe := range fes {
 			ce := &ConfigError{File: name, Field: fe.Field, Msg: fe.Msg}
 			if n := nodeAt(file, fe.Field); n != nil {
 				pos := n.GetToken().Position
 				ce.Line, ce.Column = pos.Line, pos.Column
 			}
+			ces[i] = ce
+		}
+		// In file order; problems with defaults (no line) last.
+		slices.SortStableFunc(ces, func(a, b *ConfigError) int {
+			la, lb := a.Line, b.Line
+			if la == 0 {
+				la = math.MaxInt
+			}
+			if lb == 0 {
+				lb = math.MaxInt
+			}
+			return cmp.Or(cmp.Compare(la, lb), cmp.Compare(a.Column, b.Column))
+		})
+		errs := make([]error, len(ces))
+		for i, ce := range ces {
 			errs[i] = ce
 		}
 		return Config{}, errors.Join(errs...)
