@@ -125,4 +125,3 @@ func TestReplaySamplingIsSeeded(t *testing.T) {
 		t.Errorf("estimated %d packets of 10000, outside 5 standard deviations", total)
 	}
 }
-

@@ -107,6 +107,7 @@ type Slice struct {
 	Packets     uint64
 	Bytes       uint64
 	VLAN        uint16
+	TCPFlags    uint8  // OR of the TCP flags of its packets
 	EndReason   string // "tcp_end", "active", "idle", "shutdown"
 }
 
@@ -144,6 +145,7 @@ func (c *Capture) ExpectedSlices(idle, active time.Duration) map[Key][]Slice {
 		cur.Last = p.Time
 		cur.Packets++
 		cur.Bytes += uint64(len(p.Data))
+		cur.TCPFlags |= p.TCPFlags
 		if p.Key.Proto == 6 && p.TCPFlags&(FIN|RST) != 0 {
 			cur.EndReason = "tcp_end"
 			open[p.Key] = false

@@ -87,7 +87,8 @@ func (s *TCPServer) accept() {
 			err := serveTCP(c)
 			s.mu.Lock()
 			delete(s.conns, c)
-			if err != nil && s.err == nil {
+			// After Close, a broken read is Close's doing, not the client's.
+			if err != nil && s.err == nil && !s.closed {
 				s.err = err
 			}
 			s.mu.Unlock()
