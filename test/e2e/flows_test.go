@@ -32,6 +32,9 @@ const (
 	exitTimeout   = 30 * time.Second // vigil exits after SIGTERM
 	arriveTimeout = 10 * time.Second // traffic sent has arrived
 	quiet         = time.Second      // no lab traffic for this long before we compare
+	// clockSlack is how far a record's kernel timestamps may lie outside
+	// the wall-clock interval in which the test sent the packets.
+	clockSlack = 500 * time.Millisecond
 )
 
 // vigilProc is `vigil run` in the sensor namespace of a lab.
@@ -745,7 +748,6 @@ log:
 		t.Errorf("%d shutdown records, but vigil_flows_active was %v before SIGTERM: active flows not flushed", shutdown, activeAtScrape)
 	}
 
-	const slack = 500 * time.Millisecond
 	got := byKey(recs)
 	for k, w := range want {
 		rs := got[k]
@@ -763,7 +765,7 @@ log:
 			if i == 0 {
 				sum.tos = r.TOS
 			}
-			if r.Start.Before(w.first.Add(-slack)) || r.End.After(w.last.Add(slack)) {
+			if r.Start.Before(w.first.Add(-clockSlack)) || r.End.After(w.last.Add(clockSlack)) {
 				t.Errorf("%s: record start %s end %s, but the flow was sent between %s and %s",
 					k, r.Start.Format(time.RFC3339Nano), r.End.Format(time.RFC3339Nano),
 					w.first.UTC().Format(time.RFC3339Nano), w.last.UTC().Format(time.RFC3339Nano))

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
@@ -18,8 +19,17 @@ import (
 // reloadTimeout bounds the wait for vigil to act on a SIGHUP.
 const reloadTimeout = 10 * time.Second
 
-// reloadConfig is a complete configuration file for the reload test.
-func reloadConfig(rate int, idle string, output, listen string, ifaces ...string) string {
+// fileConfig is a complete configuration file for the reload tests.
+type fileConfig struct {
+	ifaces       []string
+	rate         int
+	idle, active string
+	output       string
+	listen       string
+	level        string
+}
+
+func (c fileConfig) String() string {
 	return fmt.Sprintf(`# vigil reload test
 capture:
   interfaces: [%s]
@@ -28,38 +38,43 @@ capture:
   sample_rate: %d
 flows:
   idle_timeout: %s
-  active_timeout: 1h
+  active_timeout: %s
   max_flows: 100000
   output: %q
 http:
   listen: %s
 log:
-  level: info
+  level: %s
   format: text
-`, strings.Join(ifaces, ", "), rate, idle, output, listen)
+`, strings.Join(c.ifaces, ", "), c.rate, c.idle, c.active, c.output, c.listen, c.level)
 }
 
 // TestReloadOnSIGHUP runs vigil with --config only and changes the file
 // under it, sending SIGHUP each time:
 //
 //  1. 10 min idle timeout at 1-in-1: flow A (UDP) stays in the table.
-//  2. Valid file: sample_rate 7, idle_timeout 1s, a second interface.
-//     vigil_config_reloads_total +1, reload failures unchanged,
-//     vigil_config_last_reload_success 1, vigil_sampling_rate 7, the new
-//     interface attached, and flow A now expires idle. Flow B, sent
-//     after, expires idle too.
+//  2. Valid file: sample_rate 7, idle_timeout 1s, a second interface,
+//     log.level warn. vigil_config_reloads_total +1, reload failures
+//     unchanged, vigil_config_last_reload_success 1, vigil_sampling_rate
+//     7, the new interface attached, and flow A now expires idle. Flow
+//     B, sent after, expires idle too.
 //  3. A file with an unknown key (and sample_rate 3, idle_timeout 1h):
 //     vigil keeps running and healthy, logs an error naming file:line
-//     of the bad key, vigil_config_reload_failures_total +1,
-//     last_reload_success 0, reloads unchanged, the rate stays 7, and
-//     the 1 s idle timeout stays (flow D expires).
-//  4. The flows file is renamed away (log rotation), the file made valid
-//     again without the second interface: after SIGHUP the interface is
-//     detached and flow E goes to a new file at the original path.
+//     of the bad key (and no INFO line: the level is warn),
+//     vigil_config_reload_failures_total +1, last_reload_success 0,
+//     reloads unchanged, the rate stays 7, and the 1 s idle timeout
+//     stays (flow D expires).
+//  4. The flows file is renamed away (log rotation) and the file made
+//     valid again without the second interface, active_timeout 2s and
+//     log.level info: after SIGHUP the interface is detached, INFO lines
+//     are logged again, flow E goes to a new file at the original path,
+//     and flow F, sent for 5 s, is cut into active-timeout slices.
 //
 // After SIGTERM (exit 0): the rotated file holds A (exact, rate 1), B
-// and D (rate 7, within 5 sigma), all ending "idle", and not E; the new
-// file holds E and none of the others.
+// and D (rate 7, within 5 sigma), all ending "idle", and not E or F;
+// the new file holds E (idle) and F's slices (each shorter than 2 s, in
+// order, all but the last ending "active", the sum within 5 sigma) and
+// none of A, B, D.
 func TestReloadOnSIGHUP(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	bin := buildVigil(t)
@@ -68,11 +83,14 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	cfgPath := filepath.Join(dir, "vigil.yaml")
 	flowsPath := filepath.Join(dir, "flows.jsonl")
 	rotated := flowsPath + ".1"
-	const listen = "127.0.0.1:19120"
 	const extraIf, extraPeer = "vsensor2", "vpeer2"
+	cfg := fileConfig{
+		ifaces: []string{netlab.SensorIf}, rate: 1, idle: "10m", active: "1h",
+		output: flowsPath, listen: "127.0.0.1:19120", level: "info",
+	}
 
-	writeFile(t, cfgPath, reloadConfig(1, "10m", flowsPath, listen, netlab.SensorIf))
-	v := startVigil(t, lab, bin, listen, "--config", cfgPath)
+	writeFile(t, cfgPath, cfg.String())
+	v := startVigil(t, lab, bin, cfg.listen, "--config", cfgPath)
 	m := v.metrics()
 	if got := m.get(t, "vigil_sampling_rate"); got != 1 {
 		t.Fatalf("vigil_sampling_rate %v, want the file's 1", got)
@@ -102,6 +120,10 @@ func TestReloadOnSIGHUP(t *testing.T) {
 			return idleOf(m) > idleBefore && active(m) == 0
 		})
 	}
+	attached := func(m promText, ifname string) bool {
+		_, ok := m.sum("vigil_attach_mode", `interface="`+ifname+`"`)
+		return ok
+	}
 
 	// 1. Flow A stays: the idle timeout is 10 min.
 	idleA := idleOf(m)
@@ -116,7 +138,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if err := lab.AddVeth(extraIf, extraPeer, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, cfgPath, reloadConfig(7, "1s", flowsPath, listen, netlab.SensorIf, extraIf))
+	cfg.rate, cfg.idle, cfg.level = 7, "1s", "warn"
+	cfg.ifaces = []string{netlab.SensorIf, extraIf}
+	writeFile(t, cfgPath, cfg.String())
 	v.signal(syscall.SIGHUP)
 	m = v.waitMetric("reload counted", reloadTimeout, func(m promText) bool {
 		return m.counter("vigil_config_reloads_total") > reloads0
@@ -131,17 +155,17 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Errorf("vigil_config_last_reload_success %v after a valid reload, want 1", got)
 	}
 	v.waitMetric("sampling rate 7", 2*time.Second, func(m promText) bool { return m.get(t, "vigil_sampling_rate") == 7 })
-	v.waitMetric(extraIf+" attached", reloadTimeout, func(m promText) bool {
-		_, ok := m.sum("vigil_attach_mode", `interface="`+extraIf+`"`)
-		return ok
-	})
+	v.waitMetric(extraIf+" attached", reloadTimeout, func(m promText) bool { return attached(m, extraIf) })
 	expired("flow A (after idle_timeout 10m -> 1s)", idleA)
 	idleB := idleOf(v.metrics())
 	keyB, lenB := send(7302, 300, 7000)
 	expired("flow B", idleB)
 
 	// 3. A bad file: the running configuration stays.
-	bad := reloadConfig(3, "1h", flowsPath, listen, netlab.SensorIf, extraIf)
+	bad := fileConfig{
+		ifaces: []string{netlab.SensorIf, extraIf}, rate: 3, idle: "1h", active: "1h",
+		output: flowsPath, listen: cfg.listen, level: "debug",
+	}.String()
 	bad = strings.Replace(bad, "  max_flows: 100000\n", "  max_flows: 100000\n  idle_timout: 5s\n", 1)
 	badLine := 1 + strings.Count(bad[:strings.Index(bad, "idle_timout")], "\n")
 	writeFile(t, cfgPath, bad)
@@ -175,6 +199,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		if fileLine.MatchString(l) && strings.Contains(l, "level=ERROR") {
 			found = true
 		}
+		if strings.Contains(l, "level=INFO") || strings.Contains(l, "level=DEBUG") {
+			t.Errorf("logged at log.level warn (reloaded): %s", l)
+		}
 	}
 	if !found {
 		t.Errorf("no error naming %s:%d (the unknown key idle_timout) logged after SIGHUP:\n%s", cfgPath, badLine, logged)
@@ -190,7 +217,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if err := os.Rename(flowsPath, rotated); err != nil {
 		t.Fatalf("rotating the flows file (it should exist: flows A, B and D were written): %v", err)
 	}
-	writeFile(t, cfgPath, reloadConfig(7, "1s", flowsPath, listen, netlab.SensorIf))
+	cfg.ifaces, cfg.active, cfg.level = []string{netlab.SensorIf}, "2s", "info"
+	writeFile(t, cfgPath, cfg.String())
+	logBefore = len(v.stderr.String())
 	v.signal(syscall.SIGHUP)
 	m = v.waitMetric("second reload counted", reloadTimeout, func(m promText) bool {
 		return m.counter("vigil_config_reloads_total") >= reloads0+2
@@ -198,13 +227,25 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if got := m.get(t, "vigil_config_last_reload_success"); got != 1 {
 		t.Errorf("vigil_config_last_reload_success %v after a valid reload, want 1", got)
 	}
-	v.waitMetric(extraIf+" detached", reloadTimeout, func(m promText) bool {
-		_, ok := m.sum("vigil_attach_mode", `interface="`+extraIf+`"`)
-		return !ok
-	})
+	v.waitMetric(extraIf+" detached", reloadTimeout, func(m promText) bool { return !attached(m, extraIf) })
+	if logged := v.stderr.String()[logBefore:]; !strings.Contains(logged, "level=INFO") {
+		t.Errorf("no INFO line logged after log.level went back to info:\n%s", logged)
+	}
 	idleE := idleOf(m)
 	keyE, lenE := send(7304, 80, 300)
 	expired("flow E", idleE)
+
+	// Flow F lasts 5 s: the 2 s active timeout cuts it.
+	sinkF := lab.NewSink(t, 4, 7305)
+	sf := lab.NewSender(t, 4, 7305, 40)
+	fStart := time.Now()
+	nF, err := sf.SendPaced(context.Background(), 1000, 5*time.Second, nil)
+	if err != nil {
+		t.Fatalf("flow F: %v", err)
+	}
+	fEnd := time.Now()
+	waitSinks(t, map[*netlab.Sink]uint64{sinkF: uint64(nF)})
+	v.waitMetric("flow F ended", reloadTimeout, func(m promText) bool { return active(m) == 0 })
 	v.stop()
 
 	old := byKey(readFlowsFile(t, rotated))
@@ -236,17 +277,138 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		if r.EndReason != "idle" || r.SamplingRate != e.rate {
 			t.Errorf("flow %s: end_reason %q sampling_rate %d, want idle at %d", e.name, r.EndReason, r.SamplingRate, e.rate)
 		}
-		if r.SampledBytes != r.SampledPackets*uint64(e.frame) || r.Packets != uint64(r.SamplingRate)*r.SampledPackets ||
-			r.Bytes != uint64(r.SamplingRate)*r.SampledBytes {
-			t.Errorf("flow %s: %d packets / %d bytes from %d samples / %d bytes of %d-byte frames at rate %d: inconsistent",
-				e.name, r.Packets, r.Bytes, r.SampledPackets, r.SampledBytes, e.frame, r.SamplingRate)
+		checkEstimate(t, "flow "+e.name, r.Packets, r.SampledPackets, r.Bytes, r.SampledBytes, r.SamplingRate, e.n, e.frame)
+	}
+
+	keyF := udpKey(sf)
+	if n := len(old[keyF]); n != 0 {
+		t.Errorf("flow F: %d record(s) in the rotated file", n)
+	}
+	parts := cur[keyF]
+	var sum, sampled, sumBytes, sampledBytes uint64
+	nActive := 0
+	for i, r := range parts {
+		sum += r.Packets
+		sampled += r.SampledPackets
+		sumBytes += r.Bytes
+		sampledBytes += r.SampledBytes
+		if r.SamplingRate != 7 {
+			t.Errorf("flow F slice %d: sampling_rate %d, want 7", i, r.SamplingRate)
 		}
-		bound := 0.0
-		if e.rate > 1 {
-			bound = binomialBound(e.n, int(e.rate))
+		if d := r.End.Sub(r.Start); d >= 2*time.Second {
+			t.Errorf("flow F slice %d: lasts %s, longer than the 2s active timeout", i, d)
 		}
-		if diff := math.Abs(float64(r.Packets) - float64(e.n)); diff > bound {
-			t.Errorf("flow %s: estimate %d packets, sent %d (bound %.0f)", e.name, r.Packets, e.n, bound)
+		if i > 0 && !r.Start.After(parts[i-1].End) {
+			t.Errorf("flow F slice %d starts at %s, before slice %d ends at %s", i, r.Start, i-1, parts[i-1].End)
 		}
+		switch {
+		case r.EndReason == "active":
+			nActive++
+		case r.EndReason == "idle" && i == len(parts)-1:
+		default:
+			t.Errorf("flow F slice %d of %d: end_reason %q", i, len(parts), r.EndReason)
+		}
+		if r.Start.Before(fStart.Add(-clockSlack)) || r.End.After(fEnd.Add(clockSlack)) {
+			t.Errorf("flow F slice %d: %s .. %s outside the sending time %s .. %s", i, r.Start, r.End, fStart, fEnd)
+		}
+	}
+	t.Logf("flow F: %d packets in 5 s, %d slices (%d active), estimate %d", nF, len(parts), nActive, sum)
+	if nActive < 2 {
+		t.Errorf("flow F: %d slices ending active in 5 s with a 2 s active timeout, want at least 2", nActive)
+	}
+	checkEstimate(t, "flow F", sum, sampled, sumBytes, sampledBytes, 7, nF, sf.FrameLen())
+}
+
+// checkEstimate checks a flow's figures, sent as n frames of frame bytes
+// and sampled 1 in rate: packets = rate x sampled, bytes = rate x
+// sampled bytes, every sampled frame frame bytes long, and the packet
+// estimate exact at rate 1, within the 5-sigma binomial bound above.
+func checkEstimate(t *testing.T, what string, packets, sampled, nbytes, sampledBytes uint64, rate uint32, n, frame int) {
+	t.Helper()
+	r := uint64(rate)
+	if packets != r*sampled || nbytes != r*sampledBytes || sampledBytes != sampled*uint64(frame) {
+		t.Errorf("%s: %d packets / %d bytes from %d samples / %d bytes of %d-byte frames at rate %d: inconsistent",
+			what, packets, nbytes, sampled, sampledBytes, frame, rate)
+	}
+	bound := 0.0
+	if rate > 1 {
+		bound = binomialBound(n, int(rate))
+	}
+	if diff := math.Abs(float64(packets) - float64(n)); diff > bound {
+		t.Errorf("%s: estimate %d packets, sent %d (bound %.0f)", what, packets, n, bound)
+	}
+}
+
+// TestReloadKeepsFlagOverrides starts vigil with --config and flags
+// that override the file (--sample-rate, --interface, --flows-out),
+// then reloads a file that changes those keys and the idle timeout: the
+// flags must still win after the reload (rate unchanged, the file's
+// extra interface not attached, records still written where
+// --flows-out says) while the idle timeout from the file applies.
+func TestReloadKeepsFlagOverrides(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	bin := buildVigil(t)
+	lab := labUp(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "vigil.yaml")
+	flagOut := filepath.Join(dir, "flag-flows.jsonl")
+	const extraIf, extraPeer = "vsensor2", "vpeer2"
+	if err := lab.AddVeth(extraIf, extraPeer, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fileConfig{
+		ifaces: []string{netlab.SensorIf}, rate: 2, idle: "10m", active: "1h",
+		output: filepath.Join(dir, "file-flows.jsonl"), listen: "127.0.0.1:19121", level: "info",
+	}
+	writeFile(t, cfgPath, cfg.String())
+	v := startVigil(t, lab, bin, cfg.listen, "--config", cfgPath,
+		"--sample-rate", "1", "--interface", netlab.SensorIf, "--flows-out", flagOut)
+	m := v.metrics()
+	if got := m.get(t, "vigil_sampling_rate"); got != 1 {
+		t.Fatalf("vigil_sampling_rate %v at start, want the flag's 1 (the file says 2)", got)
+	}
+	reloads0 := m.counter("vigil_config_reloads_total")
+
+	cfg.ifaces = []string{netlab.SensorIf, extraIf}
+	cfg.rate, cfg.idle = 3, "1s"
+	writeFile(t, cfgPath, cfg.String())
+	v.signal(syscall.SIGHUP)
+	v.waitMetric("reload counted", reloadTimeout, func(m promText) bool {
+		return m.counter("vigil_config_reloads_total") > reloads0
+	})
+	time.Sleep(time.Second) // give a wrongly applied change time to show
+	m = v.metrics()
+	if got := m.get(t, "vigil_config_last_reload_success"); got != 1 {
+		t.Errorf("vigil_config_last_reload_success %v, want 1", got)
+	}
+	if got := m.get(t, "vigil_sampling_rate"); got != 1 {
+		t.Errorf("vigil_sampling_rate %v after a reload, want the flag's 1 (the file says 3)", got)
+	}
+	if _, ok := m.sum("vigil_attach_mode", `interface="`+extraIf+`"`); ok {
+		t.Errorf("%s attached after a reload, but --interface %s overrides the file's interfaces", extraIf, netlab.SensorIf)
+	}
+
+	idle0 := m.counter("vigil_flows_expired_total", `reason="idle"`)
+	sink := lab.NewSink(t, 4, 7401)
+	s := lab.NewSender(t, 4, 7401, 10)
+	if sent, err := s.Send(100); err != nil || sent != 100 {
+		t.Fatalf("sent %d of 100: %v", sent, err)
+	}
+	waitSinks(t, map[*netlab.Sink]uint64{sink: 100})
+	v.waitMetric("the flow expired idle (idle_timeout 1s from the reloaded file)", reloadTimeout, func(m promText) bool {
+		return m.counter("vigil_flows_expired_total", `reason="idle"`) > idle0 && m.get(t, "vigil_flows_active") == 0
+	})
+	v.stop()
+
+	if recs := readFlowsFile(t, cfg.output); len(recs) != 0 {
+		t.Errorf("%d records in the file's flows.output; --flows-out overrides it", len(recs))
+	}
+	rs := byKey(readFlowsFile(t, flagOut))[udpKey(s)]
+	if len(rs) != 1 || rs[0].EndReason != "idle" {
+		t.Fatalf("%d records of the flow in --flows-out, want 1 ending idle: %+v", len(rs), rs)
+	}
+	checkEstimate(t, "the flow", rs[0].Packets, rs[0].SampledPackets, rs[0].Bytes, rs[0].SampledBytes, rs[0].SamplingRate, 100, s.FrameLen())
+	if rs[0].SamplingRate != 1 {
+		t.Errorf("sampling_rate %d, want 1", rs[0].SamplingRate)
 	}
 }
