@@ -166,16 +166,22 @@ func (v *vigilProc) signal(sig syscall.Signal) {
 // stop sends SIGTERM and requires a clean exit (status 0) in time.
 func (v *vigilProc) stop() {
 	v.t.Helper()
-	v.signal(syscall.SIGTERM)
+	v.stopWith(syscall.SIGTERM)
+}
+
+// stopWith is stop with another signal (SIGINT).
+func (v *vigilProc) stopWith(sig syscall.Signal) {
+	v.t.Helper()
+	v.signal(sig)
 	select {
 	case <-v.exited:
 	case <-time.After(exitTimeout):
 		v.cmd.Process.Kill()
 		<-v.exited
-		v.t.Fatalf("vigil still running %s after SIGTERM\n%s", exitTimeout, v.stderr.String())
+		v.t.Fatalf("vigil still running %s after %v\n%s", exitTimeout, sig, v.stderr.String())
 	}
 	if v.err != nil {
-		v.t.Fatalf("vigil exit after SIGTERM: %v, want status 0\n%s", v.err, v.stderr.String())
+		v.t.Fatalf("vigil exit after %v: %v, want status 0\n%s", sig, v.err, v.stderr.String())
 	}
 }
 
@@ -510,21 +516,27 @@ func waitSinks(t *testing.T, sinks map[*netlab.Sink]uint64) {
 // TestFlowsExactAtRate1 runs vigil on the lab's sensor veth at 1-in-1
 // sampling, with a configuration file whose sample_rate (50), listen
 // address and flows output the flags partly override, sends known UDP,
-// ICMP echo, ICMPv6 echo and TCP traffic from the peer, stops vigil with
-// SIGTERM and reads the flow records. At N=1 the records are exact:
+// fragmented UDP, ICMP echo, ICMPv6 echo and TCP traffic from the peer,
+// stops vigil with SIGTERM and reads the flow records. At N=1 the
+// records are exact:
 //
 //   - every line follows the documented schema (keys, types, values);
 //   - UDP and ICMP flows: one record each, end_reason "shutdown",
 //     packets and bytes equal to what was sent (frame length, Ethernet
 //     header included, computed from the payload sizes), sampled
 //     figures equal to the estimates, sampling_rate 1 (the flag, not the
-//     file's 50), tcp_flags 0, TTL and TOS as captured;
+//     file's 50), tcp_flags 0, TTL and TOS as captured; ICMP dst_port is
+//     type x 256 + code;
+//   - fragmented UDP (v4 and v6): the first fragments in the flow with
+//     the ports, the non-first ones in a flow with ports 0, each exact,
+//     and vigil_parse_total{outcome="fragment"} = the non-first count;
 //   - TCP flows: every record's figures summed per key equal an
 //     AF_PACKET capture of the frames the peer's veth sent (packets,
 //     bytes, OR of the flags, TTL range, TOS); connections still open
 //     at SIGTERM end in one "shutdown" record; connections closed
 //     before have a "tcp_end" record carrying FIN or RST, and anything
-//     after it is "shutdown";
+//     after it (the last ACK) is "shutdown"; an aborted connection is
+//     one "tcp_end" record carrying RST;
 //   - no record ends for another reason (the idle timeout is 10 min);
 //   - start and end lie within the wall-clock time the flow was sent;
 //   - the records account for every IP packet vigil_packets_total
@@ -622,14 +634,48 @@ log:
 		t.Logf("ICMP %s: %d requests, %d B", k, w.packets, w.bytes)
 	}
 
-	// TCP: per family, two connections closed in order (FIN both ways)
-	// and one left open through SIGTERM, each with a few request/response
-	// exchanges. The truth is the capture of what the peer's veth sent.
+	// Fragmented UDP: 3000-byte datagrams leave the peer in three
+	// fragments. Only the first carries the ports; the others make a
+	// flow of their own with ports 0 (docs/FLOWS.md).
 	before := vethDrops(t, lab)
-	tcpOpen := map[flowKey]bool{}
+	var nonFirst uint64
+	for _, family := range []int{4, 6} {
+		const port, n = 7010, 40
+		sink := lab.NewSink(t, family, port)
+		s := lab.NewFragSender(t, family, port, 3000)
+		lens := s.FragmentLens()
+		first, rest := &truth{first: time.Now()}, &truth{first: time.Now()}
+		if sent, err := s.Send(n); err != nil || sent != n {
+			t.Fatalf("fragmented UDP %s: sent %d of %d: %v", udpKey(s.Sender), sent, n, err)
+		}
+		if s.NoBufs() != 0 {
+			t.Fatalf("lab: %d fragmented datagrams refused with ENOBUFS and sent again: some fragments went twice", s.NoBufs())
+		}
+		first.last, rest.last = time.Now(), time.Now()
+		waitSinks(t, map[*netlab.Sink]uint64{sink: n})
+		first.packets, first.bytes = n, uint64(n*lens[0])
+		for _, l := range lens[1:] {
+			rest.packets++
+			rest.bytes += uint64(l)
+		}
+		rest.packets *= n
+		rest.bytes *= n
+		nonFirst += rest.packets
+		k := udpKey(s.Sender)
+		want[k] = first
+		k.SrcPort, k.DstPort = 0, 0
+		want[k] = rest
+		t.Logf("fragmented UDP IPv%d: %d datagrams in fragments of %v B", family, n, lens)
+	}
+
+	// TCP: per family, two connections closed in order (FIN both ways),
+	// one aborted (RST) and one left open through SIGTERM, each with a
+	// few request/response exchanges. The truth is the capture of what
+	// the peer's veth sent.
+	tcpOpen, tcpAborted := map[flowKey]bool{}, map[flowKey]bool{}
 	for _, family := range []int{4, 6} {
 		srv := lab.NewTCPServer(t, family, 8080)
-		for i := range 3 {
+		for i := range 4 {
 			c := lab.DialTCP(t, srv.Addr)
 			k := flowKey{IPVersion: family, Src: c.Src.Addr(), Dst: c.Dst.Addr(), Proto: 6, SrcPort: c.Src.Port(), DstPort: c.Dst.Port()}
 			want[k] = &truth{first: time.Now()}
@@ -638,11 +684,17 @@ log:
 					t.Fatal(err)
 				}
 			}
-			if i < 2 {
+			switch i {
+			case 0, 1:
 				if err := c.Shutdown(); err != nil {
 					t.Fatal(err)
 				}
-			} else {
+			case 2:
+				if err := c.Abort(); err != nil {
+					t.Fatal(err)
+				}
+				tcpAborted[k] = true
+			default:
 				tcpOpen[k] = true
 			}
 			want[k].last = time.Now()
@@ -657,7 +709,7 @@ log:
 		t.Fatalf("lab capture: %v", err)
 	}
 	if after := vethDrops(t, lab); after != before {
-		t.Fatalf("lab: the veth dropped %d frames during the TCP phase: the capture is not what reached %s", after-before, netlab.SensorIf)
+		t.Fatalf("lab: the veth dropped %d frames during the fragment and TCP phase: the capture is not what reached %s", after-before, netlab.SensorIf)
 	}
 	captured := map[flowKey]*truth{}
 	for _, f := range frames {
@@ -682,9 +734,14 @@ log:
 		if c == nil {
 			t.Fatalf("lab: nothing captured for %s", k)
 		}
-		if k.Proto == 6 {
+		switch {
+		case k.Proto == 6:
 			w.packets, w.bytes = c.packets, c.bytes
-		} else if c.packets < w.packets {
+		case k.Proto == 17 && (k.SrcPort == 0 || k.DstPort == 7010):
+			if c.packets != w.packets || c.bytes != w.bytes {
+				t.Fatalf("lab: captured %d fragments (%d B) of %s, expected %d (%d B)", c.packets, c.bytes, k, w.packets, w.bytes)
+			}
+		case c.packets < w.packets:
 			t.Fatalf("lab: captured %d packets of %s, sent %d", c.packets, k, w.packets)
 		}
 		w.tcpFlags, w.tos, w.ttlMin, w.ttlMax = c.tcpFlags, c.tos, c.ttlMin, c.ttlMax
@@ -695,6 +752,9 @@ log:
 		m.counter("vigil_parse_total", `outcome="not_ip"`)
 	if drops := m.counter("vigil_sample_drops_total"); drops != 0 {
 		t.Errorf("vigil_sample_drops_total %v, want 0: at N=1 every sample must reach the flow table", drops)
+	}
+	if got := m.get(t, "vigil_parse_total", `outcome="fragment"`); got != float64(nonFirst) {
+		t.Errorf("vigil_parse_total{outcome=\"fragment\"} %v, the peer sent %d non-first fragments", got, nonFirst)
 	}
 	activeAtScrape := m.get(t, "vigil_flows_active")
 	tcpEndAtScrape := m.get(t, "vigil_flows_expired_total", `reason="tcp_end"`)
@@ -780,6 +840,10 @@ log:
 			if len(rs) != 1 || rs[0].EndReason != "shutdown" {
 				t.Errorf("%s: %d records ending %v, want one ending shutdown", k, len(rs), reasons)
 			}
+		case tcpAborted[k]:
+			if len(rs) != 1 || rs[0].EndReason != "tcp_end" || rs[0].TCPFlags&0x04 == 0 {
+				t.Errorf("%s: aborted with RST, %d records ending %v, want one tcp_end with RST", k, len(rs), reasons)
+			}
 		default:
 			if !slices.Contains(reasons, "tcp_end") {
 				t.Errorf("%s: closed with FIN, records end %v, want a tcp_end", k, reasons)
@@ -821,7 +885,7 @@ func binomialBound(p, n int) float64 {
 
 // TestFlowsEstimatesAtRate10 runs vigil at 1-in-10 sampling with no
 // configuration file and the flows on stdout (the default), sends
-// 20,000 UDP datagrams in four flows, stops it with SIGTERM and checks:
+// 20,000 UDP datagrams in four flows, stops it with SIGINT and checks:
 // stdout holds only flow records (schema checked); each flow's record
 // has sampling_rate 10, packets = 10 x sampled_packets, bytes = 10 x
 // sampled_bytes, sampled_bytes = sampled_packets x the frame length, and
@@ -862,7 +926,7 @@ func TestFlowsEstimatesAtRate10(t *testing.T) {
 		t.Errorf("vigil_sampling_rate %v, want %d", got, rate)
 	}
 	samples := m.get(t, "vigil_samples_total")
-	v.stop()
+	v.stopWith(syscall.SIGINT) // SIGINT ends a run like SIGTERM
 
 	recs := parseFlows(t, "stdout", []byte(v.stdout.String()))
 	var sampled float64
@@ -900,5 +964,99 @@ func TestFlowsEstimatesAtRate10(t *testing.T) {
 		if diff > bound {
 			t.Errorf("%s: estimate %d packets, sent %d: off by %.0f, more than the 5-sigma bound %.0f", k, r.Packets, w.n, diff, bound)
 		}
+	}
+}
+
+// TestFlowsEvictedAtMaxFlows runs vigil with flows.max_flows 3 at
+// 1-in-1 and sends 10 UDP flows one after the other (20 datagrams each,
+// 150 ms apart). The table must never hold more than 3 flows
+// (vigil_flows_active); every flow past the bound must push the least
+// recently seen flow out early: with R records in all (our 10 flows and
+// any packet the kernel sent on its own), the R-3 flows seen least
+// recently end "evicted" and the 3 most recent "shutdown", and
+// vigil_flow_evictions_total and vigil_flows_expired_total
+// {reason="evicted"} both count R-3. Every flow's figures stay exact.
+func TestFlowsEvictedAtMaxFlows(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	bin := buildVigil(t)
+	lab := labUp(t)
+	dir := t.TempDir()
+	const metricsAddr = "127.0.0.1:19112"
+	const maxFlows, nFlows, n = 3, 10, 20
+	cfgPath := filepath.Join(dir, "vigil.yaml")
+	flowsPath := filepath.Join(dir, "flows.jsonl")
+	writeFile(t, cfgPath, fmt.Sprintf(`capture:
+  interfaces: [%s]
+  sample_rate: 1
+flows:
+  idle_timeout: 10m
+  active_timeout: 1h
+  max_flows: %d
+  output: %q
+http:
+  listen: %s
+`, netlab.SensorIf, maxFlows, flowsPath, metricsAddr))
+	v := startVigil(t, lab, bin, metricsAddr, "--config", cfgPath)
+
+	var keys []flowKey
+	frameLen := map[flowKey]int{}
+	maxActive := 0.0
+	for i := range nFlows {
+		port := uint16(7501 + i)
+		sink := lab.NewSink(t, 4, port)
+		s := lab.NewSender(t, 4, port, 30)
+		if sent, err := s.Send(n); err != nil || sent != n {
+			t.Fatalf("sent %d of %d: %v", sent, n, err)
+		}
+		waitSinks(t, map[*netlab.Sink]uint64{sink: n})
+		keys = append(keys, udpKey(s))
+		frameLen[udpKey(s)] = s.FrameLen()
+		time.Sleep(150 * time.Millisecond) // past the reader's 100 ms flush: flows enter the table in order
+		maxActive = max(maxActive, v.metrics().get(t, "vigil_flows_active"))
+	}
+	time.Sleep(quiet)
+	m := v.metrics()
+	maxActive = max(maxActive, m.get(t, "vigil_flows_active"))
+	if maxActive > maxFlows {
+		t.Errorf("vigil_flows_active reached %v with flows.max_flows %d", maxActive, maxFlows)
+	}
+	evictions := m.counter("vigil_flow_evictions_total")
+	expiredEvicted := m.counter("vigil_flows_expired_total", `reason="evicted"`)
+	v.stop()
+
+	recs := readFlowsFile(t, flowsPath)
+	got := byKey(recs)
+	for i, k := range keys {
+		rs := got[k]
+		if len(rs) != 1 {
+			t.Errorf("flow %d (%s): %d records, want 1", i+1, k, len(rs))
+			continue
+		}
+		r := rs[0]
+		checkEstimate(t, fmt.Sprintf("flow %d", i+1), r.Packets, r.SampledPackets, r.Bytes, r.SampledBytes, r.SamplingRate, n, frameLen[k])
+	}
+	// Least recently seen first: order every record by its last packet.
+	slices.SortFunc(recs, func(a, b flowRecord) int { return a.End.Compare(b.End) })
+	wantEvicted := len(recs) - maxFlows
+	var order []string
+	for i, r := range recs {
+		port := fmt.Sprint(r.DstPort)
+		if j := slices.Index(keys, r.key()); j >= 0 {
+			port = fmt.Sprintf("flow %d", j+1)
+		}
+		order = append(order, port+":"+r.EndReason)
+		want := "shutdown"
+		if i < wantEvicted {
+			want = "evicted"
+		}
+		if r.EndReason != want {
+			t.Errorf("record %d of %d by last packet (%s, last packet %s): end_reason %q, want %q",
+				i+1, len(recs), r.key(), r.End.Format(time.RFC3339Nano), r.EndReason, want)
+		}
+	}
+	t.Logf("records by last packet: %v; most flows active at once: %v", order, maxActive)
+	if evictions != float64(wantEvicted) || expiredEvicted != float64(wantEvicted) {
+		t.Errorf("vigil_flow_evictions_total %v, vigil_flows_expired_total{reason=\"evicted\"} %v; %d flows with max_flows %d: want %d",
+			evictions, expiredEvicted, len(recs), maxFlows, wantEvicted)
 	}
 }

@@ -1,6 +1,7 @@
 package netlab
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -98,5 +99,61 @@ func TestCapturePingTCP(t *testing.T) {
 		if f := tcpFlags[c.Src.Port()]; f&0x13 != 0x13 {
 			t.Errorf("client %s: flags %#x, want SYN, ACK and FIN", c.Src, f)
 		}
+	}
+}
+
+// TestFragSender checks that the peer's kernel fragments as
+// FragmentLens says, in both families, and that an aborted TCP
+// connection sends a RST.
+func TestFragSender(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	l := New(t)
+	capt := l.Peer.StartCapture(t, PeerIf)
+	var senders []*FragSender
+	for _, family := range []int{4, 6} {
+		l.NewSink(t, family, 7100)
+		s := l.NewFragSender(t, family, 7100, 3000)
+		if n, err := s.Send(3); err != nil || n != 3 {
+			t.Fatalf("sent %d: %v", n, err)
+		}
+		senders = append(senders, s)
+	}
+	srv := l.NewTCPServer(t, 4, 8001)
+	c := l.DialTCP(t, srv.Addr)
+	if err := c.Exchange(10, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	frames, err := capt.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range senders {
+		var lens []int
+		for _, f := range frames {
+			fi, ok := ParseFrame(f.Head)
+			if f.Outgoing && ok && fi.Proto == 17 && fi.Dst == s.Dst.Addr() {
+				lens = append(lens, f.Len)
+				if (fi.SrcPort == 0) != (len(lens)%3 != 1) {
+					t.Errorf("%s: fragment %d has ports %d -> %d", s.Dst, len(lens), fi.SrcPort, fi.DstPort)
+				}
+			}
+		}
+		want := append(append(s.FragmentLens(), s.FragmentLens()...), s.FragmentLens()...)
+		if len(s.FragmentLens()) != 3 || !slices.Equal(lens, want) {
+			t.Errorf("%s: captured fragments %v, want %v", s.Dst, lens, want)
+		}
+	}
+	var flags uint8
+	for _, f := range frames {
+		if fi, ok := ParseFrame(f.Head); f.Outgoing && ok && fi.Proto == 6 && fi.SrcPort == c.Src.Port() {
+			flags |= fi.TCPFlags
+		}
+	}
+	if flags&0x04 == 0 || flags&0x01 != 0 {
+		t.Errorf("aborted connection sent flags %#x, want RST and no FIN", flags)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,8 +103,8 @@ func serveTCP(c net.Conn) error {
 	var hdr [8]byte
 	for {
 		if _, err := io.ReadFull(c, hdr[:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil // the client shut down between exchanges
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				return nil // the client shut down (or aborted) between exchanges
 			}
 			return fmt.Errorf("reading request header: %w", err)
 		}
@@ -224,6 +225,15 @@ func (c *TCPClient) Shutdown() error {
 	n, err := c.conn.Read(b[:])
 	if n != 0 || !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%s -> %s: waiting for the server's FIN: read %d bytes, %v", c.Src, c.Dst, n, err)
+	}
+	return c.conn.Close()
+}
+
+// Abort closes the connection with a RST instead of a FIN (SO_LINGER
+// 0), between exchanges.
+func (c *TCPClient) Abort() error {
+	if err := c.conn.SetLinger(0); err != nil {
+		return fmt.Errorf("%s -> %s: SO_LINGER: %w", c.Src, c.Dst, err)
 	}
 	return c.conn.Close()
 }
