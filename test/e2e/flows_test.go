@@ -890,7 +890,8 @@ func binomialBound(p, n int) float64 {
 // has sampling_rate 10, packets = 10 x sampled_packets, bytes = 10 x
 // sampled_bytes, sampled_bytes = sampled_packets x the frame length, and
 // a packet estimate within the 5-sigma binomial bound of the truth;
-// vigil_sampling_rate is 10 and every sample vigil took is in a record.
+// vigil_sampling_rate is 10 and every sample vigil took is in a record;
+// with --log-json every line on stderr is a JSON log record.
 func TestFlowsEstimatesAtRate10(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	bin := buildVigil(t)
@@ -898,7 +899,7 @@ func TestFlowsEstimatesAtRate10(t *testing.T) {
 	const metricsAddr = "127.0.0.1:19111"
 	const rate = 10
 	v := startVigil(t, lab, bin, metricsAddr, "--interface", netlab.SensorIf,
-		"--sample-rate", strconv.Itoa(rate), "--metrics-addr", metricsAddr)
+		"--sample-rate", strconv.Itoa(rate), "--metrics-addr", metricsAddr, "--log-json")
 
 	flows := []struct {
 		family  int
@@ -928,6 +929,7 @@ func TestFlowsEstimatesAtRate10(t *testing.T) {
 	samples := m.get(t, "vigil_samples_total")
 	v.stopWith(syscall.SIGINT) // SIGINT ends a run like SIGTERM
 
+	checkJSONLog(t, v.stderr.String())
 	recs := parseFlows(t, "stdout", []byte(v.stdout.String()))
 	var sampled float64
 	for _, r := range recs {
@@ -1058,5 +1060,28 @@ http:
 	if evictions != float64(wantEvicted) || expiredEvicted != float64(wantEvicted) {
 		t.Errorf("vigil_flow_evictions_total %v, vigil_flows_expired_total{reason=\"evicted\"} %v; %d flows with max_flows %d: want %d",
 			evictions, expiredEvicted, len(recs), maxFlows, wantEvicted)
+	}
+}
+
+// checkJSONLog checks that every line of a --log-json stderr is a JSON
+// object with time, level and msg, and that there is at least one.
+func checkJSONLog(t *testing.T, stderr string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if len(lines) == 0 || lines[0] == "" {
+		t.Errorf("nothing logged with --log-json")
+		return
+	}
+	for i, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Errorf("stderr line %d is not JSON with --log-json: %v: %s", i+1, err, l)
+			continue
+		}
+		for _, k := range []string{"time", "level", "msg"} {
+			if _, ok := rec[k].(string); !ok {
+				t.Errorf("stderr line %d: no string %q: %s", i+1, k, l)
+			}
+		}
 	}
 }
