@@ -16,8 +16,13 @@ import (
 	"github.com/vigil-sensor/vigil/test/netlab"
 )
 
-// reloadTimeout bounds the wait for vigil to act on a SIGHUP.
-const reloadTimeout = 10 * time.Second
+const (
+	// reloadTimeout bounds the wait for vigil to act on a SIGHUP.
+	reloadTimeout = 10 * time.Second
+	// readerFlush is twice the ring buffer reader's 100 ms flush
+	// interval: after it, what arrived is in the flow table.
+	readerFlush = 200 * time.Millisecond
+)
 
 // fileConfig is a complete configuration file for the reload tests.
 type fileConfig struct {
@@ -116,6 +121,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	// expired idle and the table is empty.
 	expired := func(what string, idleBefore float64) {
 		t.Helper()
+		time.Sleep(readerFlush) // the flow's samples are in the table
 		v.waitMetric(what+" expired idle", reloadTimeout, func(m promText) bool {
 			return idleOf(m) > idleBefore && active(m) == 0
 		})
@@ -395,6 +401,7 @@ func TestReloadKeepsFlagOverrides(t *testing.T) {
 		t.Fatalf("sent %d of 100: %v", sent, err)
 	}
 	waitSinks(t, map[*netlab.Sink]uint64{sink: 100})
+	time.Sleep(readerFlush)
 	v.waitMetric("the flow expired idle (idle_timeout 1s from the reloaded file)", reloadTimeout, func(m promText) bool {
 		return m.counter("vigil_flows_expired_total", `reason="idle"`) > idle0 && m.get(t, "vigil_flows_active") == 0
 	})
