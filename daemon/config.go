@@ -138,8 +138,8 @@ func (c *Config) Validate() []*FieldError {
 	if c.Flows.MaxFlows < 1 {
 		bad("flows.max_flows", "must be at least 1, got %d", c.Flows.MaxFlows)
 	}
-	if w := c.Flows.Workers; w < 1 || w > 64 {
-		bad("flows.workers", "%d out of range 1..64", w)
+	if w := c.Flows.Workers; w < 1 || w > 16 || w&(w-1) != 0 {
+		bad("flows.workers", "%d is not 1, 2, 4, 8 or 16", w)
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		bad("http.listen", "%q is not HOST:PORT: %v", c.HTTP.Listen, err)

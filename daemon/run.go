@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -125,24 +126,47 @@ func Run(ctx context.Context, opts RunOptions) error {
 		defer close(batches)
 		return reader.Run(gctx, batches)
 	})
+	// Every worker sees every batch, in order, and accounts its own part
+	// of the table: two cores feed it and each flow's samples stay in
+	// order. The last worker done with a batch gives it back.
+	type shared struct {
+		batch []flow.Sample
+		left  atomic.Int32
+	}
+	parts := make([]chan *shared, cfg.Flows.Workers)
+	for i := range parts {
+		parts[i] = make(chan *shared, 16)
+	}
 	var workers sync.WaitGroup
-	var samplesMu sync.Mutex
-	for range cfg.Flows.Workers {
-		workers.Add(1)
+	workers.Add(1 + len(parts))
+	g.Go(func() error {
+		defer workers.Done()
+		defer func() {
+			for _, p := range parts {
+				close(p)
+			}
+		}()
+		for b := range batches {
+			if err := samples.write(b); err != nil {
+				log.Warn("writing samples", "error", err)
+			}
+			sb := &shared{batch: b}
+			sb.left.Store(int32(len(parts)))
+			for _, p := range parts {
+				p <- sb
+			}
+		}
+		return nil
+	})
+	for i, in := range parts {
 		g.Go(func() error {
 			defer workers.Done()
-			f := table.NewFeeder()
-			for b := range batches {
-				f.Add(b)
-				if samples.enc != nil {
-					samplesMu.Lock()
-					err := samples.write(b)
-					samplesMu.Unlock()
-					if err != nil {
-						log.Warn("writing samples", "error", err)
-					}
+			f := table.NewPartFeeder(i, len(parts))
+			for sb := range in {
+				f.Add(sb.batch)
+				if sb.left.Add(-1) == 0 {
+					reader.Release(sb.batch)
 				}
-				reader.Release(b)
 			}
 			return nil
 		})

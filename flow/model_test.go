@@ -54,9 +54,6 @@ func (m *model) add(s *Sample) {
 		rec.add(s)
 		m.lru = append(without(m.lru, k), k)
 	} else {
-		if len(m.flows) >= m.cfg.MaxFlows {
-			m.end(m.lru[0], EndEvicted)
-		}
 		rec := &Record{}
 		rec.start(&k, s)
 		m.flows[k] = rec
@@ -65,6 +62,14 @@ func (m *model) add(s *Sample) {
 	}
 	if s.Proto == 6 && s.TCPFlags&(TCPFin|TCPRst) != 0 {
 		m.end(k, EndTCP)
+	}
+}
+
+// trim evicts the least recently seen flows past MaxFlows, as the
+// table does after each batch.
+func (m *model) trim() {
+	for len(m.flows) > m.cfg.MaxFlows {
+		m.end(m.lru[0], EndEvicted)
 	}
 }
 
@@ -137,6 +142,7 @@ func TestTableAgreesWithModel(t *testing.T) {
 					for i := range batch {
 						m.add(&batch[i])
 					}
+					m.trim()
 					clk.Set(t0.Add(now))
 					got = got[:0]
 					tab.Expire(emit)

@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 )
@@ -32,6 +33,7 @@ type list struct{ head, tail uint32 }
 type shard struct {
 	mu      sync.Mutex
 	total   *atomic.Int64 // the table's flow count
+	tailEnd atomic.Int64  // End of the least recently seen flow; MaxInt64 when empty
 	index   []uint64
 	mask    uint64
 	chunks  [][]entry
@@ -55,6 +57,17 @@ func (s *shard) init(total *atomic.Int64) {
 	s.free = nilSlot
 	s.lru = list{nilSlot, nilSlot}
 	s.fifo = list{nilSlot, nilSlot}
+	s.tailEnd.Store(math.MaxInt64)
+}
+
+// syncTail publishes when the shard's least recently seen flow was last
+// seen, for evictExcess. The caller holds s.mu.
+func (s *shard) syncTail() {
+	if s.lru.tail == nilSlot {
+		s.tailEnd.Store(math.MaxInt64)
+		return
+	}
+	s.tailEnd.Store(s.entry(s.lru.tail).rec.End)
 }
 
 func (s *shard) entry(slot uint32) *entry {
@@ -62,7 +75,7 @@ func (s *shard) entry(slot uint32) *entry {
 }
 
 // add accounts sample x with key k (hash h). The caller holds s.mu.
-func (s *shard) add(t *Table, k *Key, h uint64, x *Sample, idle, active int64) {
+func (s *shard) add(k *Key, h uint64, x *Sample, idle, active int64) {
 	s.samples++
 	tag := h >> 32
 	for i := tag & s.mask; ; i = (i + 1) & s.mask {
@@ -95,12 +108,9 @@ func (s *shard) add(t *Table, k *Key, h uint64, x *Sample, idle, active int64) {
 		}
 		return
 	}
-	// The bound is global; the victim is the least recently seen flow of
-	// this shard, which approximates the global LRU.
-	if t.count.Load() >= t.maxFlows && s.lru.tail != nilSlot {
-		s.end(s.lru.tail, EndEvicted)
-	}
-	t.count.Add(1)
+	// Past max_flows, the feeder evicts the table's least recently seen
+	// flows once this shard's lock is released (Table.evictExcess).
+	s.total.Add(1)
 	slot := s.alloc()
 	e := s.entry(slot)
 	e.rec.start(k, x)
@@ -140,6 +150,7 @@ func (s *shard) expire(now, idle, active int64, out []Record) []Record {
 		}
 		s.end(slot, EndActive)
 	}
+	s.syncTail()
 	return s.drain(out)
 }
 
@@ -148,6 +159,7 @@ func (s *shard) flush(out []Record) []Record {
 	for s.fifo.head != nilSlot {
 		s.end(s.fifo.head, EndShutdown)
 	}
+	s.syncTail()
 	return s.drain(out)
 }
 

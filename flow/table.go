@@ -3,7 +3,9 @@ package flow
 import (
 	"bytes"
 	"cmp"
+	"fmt"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"slices"
 	"sync"
@@ -65,17 +67,34 @@ func (t *Table) SetTimeouts(idle, active time.Duration) {
 
 // Feeder adds samples to a table. Each goroutine that feeds the table
 // uses its own Feeder; a Feeder is not safe for concurrent use.
+//
+// A flow's samples must be added in order. To feed a table from several
+// goroutines and keep that order, give every goroutine every batch, in
+// order, and a Feeder for its own part of the table (NewPartFeeder):
+// each flow then belongs to exactly one goroutine.
 type Feeder struct {
-	t      *Table
-	keys   []Key
-	hashes []uint64
-	order  []int32 // sample indexes grouped by shard
-	counts []int32 // per shard, then offsets
+	t           *Table
+	part, parts uint64
+	keys        []Key
+	hashes      []uint64
+	order       []int32 // sample indexes grouped by shard
+	counts      []int32 // per shard, then offsets
 }
 
-// NewFeeder returns a Feeder for t.
-func (t *Table) NewFeeder() *Feeder {
-	return &Feeder{t: t, counts: make([]int32, len(t.shards)+1)}
+// skip marks a sample the feeder does not account.
+const skip = ^uint64(0)
+
+// NewFeeder returns a Feeder for the whole table.
+func (t *Table) NewFeeder() *Feeder { return t.NewPartFeeder(0, 1) }
+
+// NewPartFeeder returns a Feeder that accounts only the flows of part
+// i of n, by shard, and ignores the other samples of a batch. n must
+// divide the number of shards (a power of two), and 0 <= i < n.
+func (t *Table) NewPartFeeder(i, n int) *Feeder {
+	if n < 1 || len(t.shards)%n != 0 || i < 0 || i >= n {
+		panic(fmt.Sprintf("flow: part %d of %d does not split %d shards", i, n, len(t.shards)))
+	}
+	return &Feeder{t: t, part: uint64(i), parts: uint64(n), counts: make([]int32, len(t.shards)+1)}
 }
 
 // Add accounts a batch of samples. Samples that are not IP (no
@@ -94,24 +113,17 @@ func (f *Feeder) Add(batch []Sample) {
 	for i := range batch {
 		s := &batch[i]
 		if s.IPVersion == 0 {
-			hashes[i] = ^uint64(0)
+			hashes[i] = skip
 			continue
 		}
 		keys[i] = KeyOf(s)
 		h := maphash.Comparable(t.seed, keys[i])
+		if (h&t.shardMask)%f.parts != f.part {
+			hashes[i] = skip
+			continue
+		}
 		hashes[i] = h
 		f.counts[(h&t.shardMask)+1]++
-	}
-	if len(t.shards) == 1 {
-		sh := &t.shards[0]
-		sh.mu.Lock()
-		for i := range batch {
-			if hashes[i] != ^uint64(0) {
-				sh.add(t, &keys[i], hashes[i], &batch[i], idle, active)
-			}
-		}
-		sh.mu.Unlock()
-		return
 	}
 	// Group sample indexes by shard (counting sort), then take each
 	// shard's lock once per batch.
@@ -121,7 +133,7 @@ func (f *Feeder) Add(batch []Sample) {
 	next := f.counts[:len(t.shards)]
 	for i := range batch {
 		h := hashes[i]
-		if h == ^uint64(0) {
+		if h == skip {
 			continue
 		}
 		s := h & t.shardMask
@@ -138,10 +150,47 @@ func (f *Feeder) Add(batch []Sample) {
 		sh := &t.shards[s]
 		sh.mu.Lock()
 		for _, i := range order[start:end] {
-			sh.add(t, &keys[i], hashes[i], &batch[i], idle, active)
+			sh.add(&keys[i], hashes[i], &batch[i], idle, active)
 		}
+		sh.syncTail()
 		sh.mu.Unlock()
 		start = end
+		if t.count.Load() > t.maxFlows {
+			t.evictExcess()
+		}
+	}
+}
+
+// evictExcess ends the least recently seen flows of the whole table
+// until it holds at most maxFlows. Each shard publishes when its least
+// recently seen flow was last seen, so finding the table's oldest takes
+// no lock but the victim shard's.
+func (t *Table) evictExcess() {
+	for t.count.Load() > t.maxFlows {
+		victim, oldest, next := -1, int64(math.MaxInt64), int64(math.MaxInt64)
+		for i := range t.shards {
+			switch e := t.shards[i].tailEnd.Load(); {
+			case e < oldest:
+				victim, oldest, next = i, e, oldest
+			case e < next:
+				next = e
+			}
+		}
+		if victim < 0 {
+			return
+		}
+		// Evict from the victim for as long as its oldest flow is older
+		// than every other shard's.
+		sh := &t.shards[victim]
+		sh.mu.Lock()
+		for sh.lru.tail != nilSlot && t.count.Load() > t.maxFlows {
+			sh.end(sh.lru.tail, EndEvicted)
+			if sh.lru.tail != nilSlot && sh.entry(sh.lru.tail).rec.End > next {
+				break
+			}
+		}
+		sh.syncTail()
+		sh.mu.Unlock()
 	}
 }
 

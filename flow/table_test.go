@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -213,35 +214,54 @@ func TestTCPEndsOnFinAndRst(t *testing.T) {
 }
 
 func TestMaxFlowsEvictsLeastRecentlySeen(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.MaxFlows = 3
-	cfg.Shards = 1
-	tab, _ := newTable(t, cfg)
-	f := tab.NewFeeder()
-	f.Add([]Sample{
-		pkt(0, 1, 1, 1, 1, 17, 100, 1),
-		pkt(1, 2, 2, 1, 1, 17, 100, 1),
-		pkt(2, 3, 3, 1, 1, 17, 100, 1),
-		pkt(3, 1, 1, 1, 1, 17, 100, 1), // flow 1 is seen again: flow 2 is now the oldest
-		pkt(4, 4, 4, 1, 1, 17, 100, 1), // evicts flow 2
-		pkt(5, 5, 5, 1, 1, 17, 100, 1), // evicts flow 3
-	})
-	var c collector
-	tab.Expire(c.emit)
-	got := c.take()
-	var srcs []string
-	for _, r := range got {
-		if r.EndReason != EndEvicted {
-			t.Errorf("%v: end reason %v, want evicted", r.Key.Src(), r.EndReason)
+	for _, shards := range []int{1, 16} {
+		cfg := DefaultConfig()
+		cfg.MaxFlows = 3
+		cfg.Shards = shards
+		tab, _ := newTable(t, cfg)
+		f := tab.NewFeeder()
+		// One sample per batch, as a slow trickle of new flows arrives.
+		for i, s := range []Sample{
+			pkt(0, 1, 1, 1, 1, 17, 100, 1),
+			pkt(1, 2, 2, 1, 1, 17, 100, 1),
+			pkt(2, 3, 3, 1, 1, 17, 100, 1),
+			pkt(3, 1, 1, 1, 1, 17, 100, 1), // flow 1 is seen again: flow 2 is now the oldest
+			pkt(4, 4, 4, 1, 1, 17, 100, 1), // evicts flow 2
+			pkt(5, 5, 5, 1, 1, 17, 100, 1), // evicts flow 3
+			pkt(6, 6, 6, 1, 1, 17, 100, 1), // evicts flow 1
+		} {
+			f.Add([]Sample{s})
+			if st := tab.Stats(); st.Active > 3 {
+				t.Fatalf("%d shards: %d active flows after sample %d, bound is 3", shards, st.Active, i)
+			}
 		}
-		srcs = append(srcs, r.Key.Src().String())
-	}
-	if diff := cmp.Diff([]string{"10.0.0.2", "10.0.0.3"}, srcs); diff != "" {
-		t.Errorf("evicted (-want +got):\n%s", diff)
-	}
-	st := tab.Stats()
-	if st.Active != 3 || st.Evictions != 2 {
-		t.Errorf("active %d evictions %d, want 3 and 2", st.Active, st.Evictions)
+		// A whole batch of new flows: the bound holds when Add returns.
+		var batch []Sample
+		for i := range 40 {
+			batch = append(batch, pkt(time.Duration(10+i), byte(10+i), 1, 1, 1, 17, 100, 1))
+		}
+		f.Add(batch)
+		var c collector
+		tab.Expire(c.emit)
+		got := c.take()
+		var srcs []string
+		for _, r := range got {
+			if r.EndReason != EndEvicted {
+				t.Errorf("%d shards: %v: end reason %v, want evicted", shards, r.Key.Src(), r.EndReason)
+			}
+			srcs = append(srcs, r.Key.Src().String())
+		}
+		want := []string{"10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.4", "10.0.0.5", "10.0.0.6"}
+		for i := range 37 {
+			want = append(want, fmt.Sprintf("10.0.0.%d", 10+i))
+		}
+		if diff := cmp.Diff(want, srcs); diff != "" {
+			t.Errorf("%d shards: evicted (-want +got):\n%s", shards, diff)
+		}
+		st := tab.Stats()
+		if st.Active != 3 || st.Evictions != uint64(len(want)) {
+			t.Errorf("%d shards: active %d evictions %d, want 3 and %d", shards, st.Active, st.Evictions, len(want))
+		}
 	}
 }
 
@@ -354,5 +374,36 @@ func TestConfigValidate(t *testing.T) {
 		if _, err := NewTable(c, SystemClock{}); err == nil {
 			t.Errorf("config %+v accepted", c)
 		}
+	}
+}
+
+// TestPartFeedersSplitTheTable: part feeders, each given every batch,
+// account every sample exactly once between them.
+func TestPartFeedersSplitTheTable(t *testing.T) {
+	tab, _ := newTable(t, DefaultConfig())
+	parts := []*Feeder{tab.NewPartFeeder(0, 4), tab.NewPartFeeder(1, 4), tab.NewPartFeeder(2, 4), tab.NewPartFeeder(3, 4)}
+	batch := make([]Sample, 500)
+	for i := range batch {
+		batch[i] = pkt(time.Duration(i), byte(i), byte(i>>8), uint16(i%37), 80, 17, 100, 1)
+	}
+	var wg sync.WaitGroup
+	for _, f := range parts {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.Add(batch) }()
+	}
+	wg.Wait()
+	st := tab.Stats()
+	if st.Samples != 500 || st.Active != 500 {
+		t.Errorf("%d samples in %d flows, want 500 in 500", st.Samples, st.Active)
+	}
+	for _, bad := range [][2]int{{0, 3}, {4, 4}, {-1, 2}, {0, 0}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewPartFeeder(%d, %d) did not panic", bad[0], bad[1])
+				}
+			}()
+			tab.NewPartFeeder(bad[0], bad[1])
+		}()
 	}
 }
