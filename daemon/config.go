@@ -79,7 +79,7 @@ func DefaultConfig() Config {
 			IdleTimeout:   Duration{D: fc.IdleTimeout},
 			ActiveTimeout: Duration{D: fc.ActiveTimeout},
 			MaxFlows:      fc.MaxFlows,
-			Workers:       2,
+			Workers:       1,
 			Output:        "-",
 		},
 		HTTP: HTTPConfig{Listen: DefaultMetricsAddr},
