@@ -124,6 +124,37 @@ func replay(t *testing.T, args ...string) ([]byte, []record) {
 	return out, recs
 }
 
+// totals adds up the records of each key.
+func totals(t *testing.T, recs []record) map[captures.Key]captures.Counts {
+	t.Helper()
+	got := make(map[captures.Key]captures.Counts)
+	for _, r := range recs {
+		k := r.key(t)
+		n := got[k]
+		n.Packets += r.Packets
+		n.Bytes += r.Bytes
+		got[k] = n
+	}
+	return got
+}
+
+// slicesOf lists the records of each key in start order.
+func slicesOf(t *testing.T, recs []record) map[captures.Key][]captures.Slice {
+	t.Helper()
+	got := make(map[captures.Key][]captures.Slice)
+	for _, r := range recs {
+		k := r.key(t)
+		got[k] = append(got[k], captures.Slice{
+			Start: r.Start, Last: r.End, Packets: r.Packets, Bytes: r.Bytes,
+			VLAN: r.VLAN, TCPFlags: r.TCPFlags, EndReason: r.EndReason,
+		})
+	}
+	for _, ss := range got {
+		slices.SortFunc(ss, func(a, b captures.Slice) int { return a.Start.Compare(b.Start) })
+	}
+	return got
+}
+
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
 
 // TestReplayMatchesTshark replays each hand-made capture at sampling rate
@@ -173,18 +204,8 @@ func TestReplayMatchesTshark(t *testing.T) {
 				}
 
 				_, recs := replay(t, "--sample-rate", "1", "--flows-out", "-", file)
-				got := make(map[captures.Key]captures.Counts)
-				gotSlices := make(map[captures.Key][]captures.Slice)
 				for _, r := range recs {
 					k := r.key(t)
-					n := got[k]
-					n.Packets += r.Packets
-					n.Bytes += r.Bytes
-					got[k] = n
-					gotSlices[k] = append(gotSlices[k], captures.Slice{
-						Start: r.Start, Last: r.End, Packets: r.Packets, Bytes: r.Bytes,
-						VLAN: r.VLAN, TCPFlags: r.TCPFlags, EndReason: r.EndReason,
-					})
 					wantV := 4
 					if k.Src.Is6() {
 						wantV = 6
@@ -195,14 +216,12 @@ func TestReplayMatchesTshark(t *testing.T) {
 						t.Errorf("record %+v: at rate 1 want sampling_rate 1, sampled = estimated, ip_version %d, interface \"replay\", ifindex 0, vlan %d (tshark), no vni, start <= end, direction ingress or egress", r, wantV, vlans[k])
 					}
 				}
+				got, gotSlices := totals(t, recs), slicesOf(t, recs)
 				if diff := cmp.Diff(got, want, addrCmp); diff != "" {
 					t.Errorf("packets and bytes per key (-vigil +tshark):\n%s", diff)
 				}
 
 				wantSlices := c.ExpectedSlices(captures.IdleTimeout, captures.ActiveTimeout)
-				for _, ss := range gotSlices {
-					slices.SortFunc(ss, func(a, b captures.Slice) int { return a.Start.Compare(b.Start) })
-				}
 				if diff := cmp.Diff(gotSlices, wantSlices, addrCmp); diff != "" {
 					t.Errorf("records per key (-vigil +expected from the generator's packets and the expiry policy):\n%s", diff)
 				}
@@ -250,6 +269,55 @@ func TestReplayMatchesTshark(t *testing.T) {
 		}
 	}
 	t.Logf("records by end reason: %v", reasons)
+}
+
+// TestReplayManyFiles replays all the hand-made captures in one run. In
+// time order (they do not overlap) the records must be what the expiry
+// policy makes of all their packets on one timeline, flows of one file
+// ending idle while the next plays; in reverse order, where capture time
+// jumps back, at least the totals per key must still be tshark's.
+func TestReplayManyFiles(t *testing.T) {
+	tshark := requireTshark(t)
+	caps, err := captures.Mixed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[captures.Key]captures.Counts)
+	all := &captures.Capture{Name: "all files"}
+	var files []string
+	for i, c := range caps {
+		if i > 0 && !c.Packets[0].Time.After(caps[i-1].End()) {
+			t.Fatalf("%s starts before %s ends", c.Name, caps[i-1].Name)
+		}
+		file := filepath.Join("testdata", c.Name)
+		files = append(files, file)
+		for _, p := range tsharkPackets(t, tshark, file) {
+			n := want[p.key]
+			n.Packets++
+			n.Bytes += p.len
+			want[p.key] = n
+		}
+		all.Packets = append(all.Packets, c.Packets...)
+	}
+	if err := all.CheckMargins(captures.IdleTimeout, captures.ActiveTimeout, captures.Margin); err != nil {
+		t.Fatal(err)
+	}
+	wantSlices := all.ExpectedSlices(captures.IdleTimeout, captures.ActiveTimeout)
+
+	_, recs := replay(t, append([]string{"--sample-rate", "1", "--flows-out", "-"}, files...)...)
+	if diff := cmp.Diff(totals(t, recs), want, addrCmp); diff != "" {
+		t.Errorf("files in time order: packets and bytes per key (-vigil +tshark):\n%s", diff)
+	}
+	gotSlices := slicesOf(t, recs)
+	if diff := cmp.Diff(gotSlices, wantSlices, addrCmp); diff != "" {
+		t.Errorf("files in time order: records per key (-vigil +expected):\n%s", diff)
+	}
+
+	slices.Reverse(files)
+	_, recs = replay(t, append([]string{"--sample-rate", "1", "--flows-out", "-"}, files...)...)
+	if diff := cmp.Diff(totals(t, recs), want, addrCmp); diff != "" {
+		t.Errorf("files in reverse time order: packets and bytes per key (-vigil +tshark):\n%s", diff)
+	}
 }
 
 // sampledRate and sampledSeed drive TestReplaySampled.

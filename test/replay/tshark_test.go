@@ -144,13 +144,13 @@ func tsharkPackets(t *testing.T, tshark, file string) []tsharkPacket {
 // frames and bytes each way. Bytes are exact only when tshark printed
 // them in bytes; past 9999 it rounds to kB or MB, and exact is false.
 type convRow struct {
-	a, b           string // address, or address:port
-	framesAB       uint64
-	framesBA       uint64
-	bytesAB        uint64
-	bytesBA        uint64
-	exactAB        bool
-	exactBA        bool
+	a, b     string // address, or address:port
+	framesAB uint64
+	framesBA uint64
+	bytesAB  uint64
+	bytesBA  uint64
+	exactAB  bool
+	exactBA  bool
 }
 
 // tsharkConvs runs tshark's conversation statistics and returns the rows
