@@ -193,8 +193,9 @@ cat <<EOF
 flows: what each tool wrote. tshark: conversations (both directions in
 one). vigil: unidirectional records, long flows cut by the active (60 s)
 and idle (15 s) timeouts in capture time, and at FIN/RST. softflowd:
-NetFlow records, one per direction of each bidirectional flow; it expires
-on wall-clock time, so reading a file every flow ends at EOF, unsliced.
+NetFlow records, one per direction of each bidirectional flow; its expiry
+scan runs on the wall clock (every 60 s), which a run this short never
+reaches, so every flow ends at EOF, unsliced.
 pmacctd: one line per unidirectional 5-tuple for the whole run.
 keys: distinct unidirectional 5-tuples among the flows; equal for all.
 bytes: vigil and tshark count frames (Ethernet header included),
