@@ -50,6 +50,10 @@ type frameParser struct {
 	b   []byte
 	pos int
 	rem int
+	// cut is how many bytes of the packet the capture did not keep (a
+	// pcap snaplen); length fields are checked against rem+cut. Always 0
+	// for the BPF twin, which sees whole frames.
+	cut int
 	s   *flow.Sample
 }
 
@@ -165,7 +169,7 @@ func (p *frameParser) ipv4(flags *flow.Flags) (int, int) {
 	if tot < hlen {
 		return int(flow.OutcomeBadHeader), 0
 	}
-	if tot > p.rem || !p.need(hlen) {
+	if tot > p.rem+p.cut || !p.need(hlen) {
 		return int(flow.OutcomeTruncated), 0
 	}
 	s := p.s
@@ -202,7 +206,7 @@ func (p *frameParser) ipv6(flags *flow.Flags) (int, int) {
 		return int(flow.OutcomeBadHeader), 0
 	}
 	plen := int(binary.BigEndian.Uint16(h[4:]))
-	if plen > p.rem-40 {
+	if plen > p.rem+p.cut-40 {
 		return int(flow.OutcomeTruncated), 0
 	}
 	nh := h[6]
@@ -287,7 +291,9 @@ func (p *frameParser) l4(avail int, decap Decap) int {
 		if (decap&DecapVXLAN != 0 && s.DstPort == vxlanPort) ||
 			(decap&DecapGENEVE != 0 && s.DstPort == genevePort) {
 			p.skip(8)
-			p.rem = min(p.rem, avail-8)
+			wire := min(p.rem+p.cut, avail-8)
+			p.rem = min(p.rem, wire)
+			p.cut = wire - p.rem
 			return parseTunnel
 		}
 	case protoSCTP:

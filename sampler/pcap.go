@@ -118,7 +118,11 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 	var src packetSource
 	var ng *pcapgo.NgReader
 	if binary.LittleEndian.Uint32(magic) == 0x0a0d0d0a {
-		ng, err = pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
+		// Interfaces of one pcapng file may differ in link type (mergecap
+		// of Ethernet and raw IP captures): take each packet's own.
+		opts := pcapgo.DefaultNgReaderOptions
+		opts.WantMixedLinkType = true
+		ng, err = pcapgo.NewNgReader(br, opts)
 		src = ng
 	} else {
 		src, err = pcapgo.NewReader(br)
@@ -126,9 +130,10 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 	if err != nil {
 		return fmt.Errorf("opening capture: %w", err)
 	}
-	frameOffset, kind, err := linkLayer(src.LinkType())
-	if err != nil {
-		return err
+	curLink := src.LinkType()
+	frameOffset, kind, linkErr := linkLayer(curLink)
+	if linkErr != nil && ng == nil {
+		return linkErr
 	}
 
 	batch := make([]flow.Sample, 0, s.cfg.BatchSize)
@@ -165,7 +170,16 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 		sampled := s.rng.Uint32() <= s.threshold
 		batch = append(batch, flow.Sample{})
 		smp := &batch[len(batch)-1]
-		outcome := parseLink(data, frameOffset, kind, s.cfg.Decap, smp)
+		if ng != nil && len(ci.AncillaryData) > 0 {
+			if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok && lt != curLink {
+				curLink = lt
+				frameOffset, kind, linkErr = linkLayer(lt)
+			}
+		}
+		outcome := flow.OutcomeNotIP // a link type Vigil does not read
+		if linkErr == nil {
+			outcome = parseLink(data, ci.Length, frameOffset, kind, s.cfg.Decap, smp)
+		}
 		s.stats.Outcomes[outcome]++
 		if !sampled {
 			batch = batch[:len(batch)-1]
@@ -219,9 +233,14 @@ func linkLayer(lt layers.LinkType) (offset int, kind linkKind, err error) {
 }
 
 // parseLink parses a frame of any supported link type.
-func parseLink(data []byte, offset int, kind linkKind, decap Decap, s *flow.Sample) flow.Outcome {
+// parseLink parses a captured frame of wireLen bytes (more than
+// len(data) when the capture's snaplen cut it: headers must be captured,
+// lengths are checked against the wire).
+func parseLink(data []byte, wireLen int, offset int, kind linkKind, decap Decap, s *flow.Sample) flow.Outcome {
+	cut := max(0, wireLen-len(data))
 	if kind == linkEthernet {
-		return ParseFrame(data, decap, s)
+		p := frameParser{b: data, rem: len(data), cut: cut, s: s}
+		return p.frame(decap)
 	}
 	if len(data) <= offset {
 		return flow.OutcomeTruncated
@@ -236,7 +255,7 @@ func parseLink(data []byte, offset int, kind linkKind, decap Decap, s *flow.Samp
 		et = ethPIPv6
 	}
 	s.EtherType = et
-	p := frameParser{b: data[offset:], rem: len(data) - offset, s: s}
+	p := frameParser{b: data[offset:], rem: len(data) - offset, cut: cut, s: s}
 	var flags, tflag flow.Flags
 	ret := p.l3(et, &flags, decap)
 	if ret == parseTunnel {

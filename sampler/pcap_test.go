@@ -137,15 +137,81 @@ func TestPcapSourceMatchesParser(t *testing.T) {
 	}
 }
 
-// A capture cut by its snap length: the wire length is the original one,
-// the parse sees what was captured.
+// A capture cut by its snap length (tcpdump -s 96): the wire length is
+// the original one, the headers that were captured are parsed, and IP
+// length fields are checked against the wire, not the capture.
 func TestPcapSnapLength(t *testing.T) {
-	f := synFrame(4242)
-	pkts := []capPacket{{data: f[:40], ci: gopacket.CaptureInfo{Timestamp: pcapEpoch, CaptureLength: 40, Length: 1514}}}
+	var k frameKit
+	udp := k.build(t, k.eth(layers.EthernetTypeIPv4), k.ip4(layers.IPProtocolUDP, fx.v4A, fx.v4B), k.udp(5353, 53), gopacket.Payload(make([]byte, 400)))
+	udp6 := k.build(t, k.eth(layers.EthernetTypeIPv6), k.ip6(layers.IPProtocolUDP, fx.v6A, fx.v6B), k.udp(5353, 53), gopacket.Payload(make([]byte, 400)))
+	syn := synFrame(4242)
+	at := gopacket.CaptureInfo{Timestamp: pcapEpoch}
+	cut := func(f []byte, n int) capPacket {
+		ci := at
+		ci.CaptureLength, ci.Length = n, len(f)
+		return capPacket{data: f[:n], ci: ci}
+	}
+	pkts := []capPacket{
+		cut(udp, 96),  // headers whole, payload cut
+		cut(udp6, 96), // the same for IPv6
+		cut(syn, 40),  // cut inside the TCP header
+	}
 	src, _ := NewPcapSource(PcapConfig{SampleRate: 1})
 	got := readAll(t, src, writePcap(t, pkts, layers.LinkTypeEthernet))
-	if len(got) != 1 || got[0].WireLen != 1514 || got[0].Outcome != flow.OutcomeTruncated {
-		t.Fatalf("got %+v, want one truncated sample of 1514 wire bytes", got)
+	if len(got) != 3 {
+		t.Fatalf("got %d samples, want 3", len(got))
+	}
+	for i, want := range []struct {
+		outcome flow.Outcome
+		wire    int
+		dport   uint16
+	}{{flow.OutcomeOK, len(udp), 53}, {flow.OutcomeOK, len(udp6), 53}, {flow.OutcomeTruncated, len(syn), 0}} {
+		g := got[i]
+		if g.Outcome != want.outcome || int(g.WireLen) != want.wire || g.DstPort != want.dport {
+			t.Errorf("packet %d: outcome %v wire %d dport %d, want %v %d %d", i, g.Outcome, g.WireLen, g.DstPort, want.outcome, want.wire, want.dport)
+		}
+	}
+}
+
+// A pcapng file whose interfaces differ in link type (mergecap of an
+// Ethernet and a raw IP capture): every packet is read with its own.
+func TestPcapngMixedLinkTypes(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := pcapgo.NewNgWriterInterface(&buf, pcapgo.NgInterface{Name: "eth", LinkType: layers.LinkTypeEthernet, SnapLength: 65535}, pcapgo.DefaultNgWriterOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawID, err := w.AddInterface(pcapgo.NgInterface{Name: "tun", LinkType: layers.LinkTypeRaw, SnapLength: 65535})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eth := synFrame(1111)
+	raw := synFrame(2222)[14:]
+	for i, p := range []struct {
+		data []byte
+		ifc  int
+	}{{eth, 0}, {raw, rawID}, {eth, 0}, {raw, rawID}} {
+		ci := gopacket.CaptureInfo{Timestamp: pcapEpoch.Add(time.Duration(i) * time.Millisecond), CaptureLength: len(p.data), Length: len(p.data), InterfaceIndex: p.ifc}
+		if err := w.WritePacket(ci, p.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := NewPcapSource(PcapConfig{SampleRate: 1})
+	got := readAll(t, src, buf.Bytes())
+	if len(got) != 4 {
+		t.Fatalf("got %d samples, want 4", len(got))
+	}
+	for i, g := range got {
+		want := uint16(1111)
+		if i%2 == 1 {
+			want = 2222
+		}
+		if g.Outcome != flow.OutcomeOK || g.SrcPort != want {
+			t.Errorf("packet %d: outcome %v sport %d, want ok %d", i, g.Outcome, g.SrcPort, want)
+		}
 	}
 }
 
