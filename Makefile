@@ -54,6 +54,10 @@ fuzz: ## fuzz the Go frame parser for a minute
 bench: ## run the benchmarks (BPF_PROG_RUN timings need root)
 	$(GO) test -run XXX -bench . -benchmem $(PKGS)
 
+.PHONY: bench-peers
+bench-peers: ## vigil replay against softflowd and pmacctd on a 1M-packet capture (needs tshark softflowd nfdump pmacct)
+	test/bench/replay-vs-peers.sh
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf bin dist
