@@ -37,10 +37,7 @@ func TestRunWithLeastPrivilege(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	lab := netlab.New(t)
-	if out, err := exec.Command("ip", "-n", lab.Sensor.Name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v %s", err, out)
-	}
+	lab := labUp(t)
 
 	const caps = "-all,+bpf,+net_admin,+perfmon"
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+lab.Sensor.Name,
