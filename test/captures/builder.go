@@ -12,9 +12,6 @@ import (
 	"github.com/gopacket/gopacket/layers"
 )
 
-// builder writes the frames of a capture and records, for each, what
-// the generator knows about it.
-
 // builder accumulates the packets of one capture.
 type builder struct {
 	c    *Capture
