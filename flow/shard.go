@@ -14,18 +14,26 @@ const (
 
 // entry is a flow in a shard: its record and its places in two intrusive
 // lists, by last activity (LRU, for idle expiry and eviction) and by
-// start (FIFO, for the active timeout). Entries hold no pointers.
+// start (for the active timeout). Entries hold no pointers.
 type entry struct {
-	rec      Record
-	lruPrev  uint32
-	lruNext  uint32 // also the free list's link
-	fifoPrev uint32
-	fifoNext uint32
-	tag      uint32 // upper half of the key's hash
+	rec   Record
+	links [numLists]link // links[lru].newer is also the free list's link
+	tag   uint32         // upper half of the key's hash
 }
 
-// list is the head and tail of an intrusive doubly linked list.
-type list struct{ head, tail uint32 }
+// The shard's intrusive lists. Both take new entries at the newest end
+// and are expired from the oldest end.
+const (
+	lru     = iota // by last sample
+	byStart        // by first sample
+	numLists
+)
+
+// link is an entry's place in one list: its older and newer neighbours.
+type link struct{ older, newer uint32 }
+
+// list is the two ends of an intrusive doubly linked list.
+type list struct{ oldest, newest uint32 }
 
 // shard is a part of the table with its own lock. Its index is an open
 // addressing hash table with linear probing: each slot holds the upper 32
@@ -40,8 +48,7 @@ type shard struct {
 	free    uint32 // free list of entries
 	used    uint32 // entries handed out so far (high-water mark)
 	count   int
-	lru     list // head: most recently seen
-	fifo    list // head: oldest start
+	lists   [numLists]list
 	pending []Record
 
 	created uint64
@@ -55,19 +62,19 @@ func (s *shard) init(total *atomic.Int64) {
 	s.index = make([]uint64, 64)
 	s.mask = 63
 	s.free = nilSlot
-	s.lru = list{nilSlot, nilSlot}
-	s.fifo = list{nilSlot, nilSlot}
+	s.lists = [numLists]list{{nilSlot, nilSlot}, {nilSlot, nilSlot}}
 	s.tailEnd.Store(math.MaxInt64)
 }
 
 // syncTail publishes when the shard's least recently seen flow was last
 // seen, for evictExcess. The caller holds s.mu.
 func (s *shard) syncTail() {
-	if s.lru.tail == nilSlot {
+	oldest := s.lists[lru].oldest
+	if oldest == nilSlot {
 		s.tailEnd.Store(math.MaxInt64)
 		return
 	}
-	s.tailEnd.Store(s.entry(s.lru.tail).rec.End)
+	s.tailEnd.Store(s.entry(oldest).rec.End)
 }
 
 func (s *shard) entry(slot uint32) *entry {
@@ -116,8 +123,8 @@ func (s *shard) add(k *Key, h uint64, x *Sample, idle, active int64) {
 	e.rec.start(k, x)
 	e.tag = uint32(tag)
 	s.insert(tag, slot)
-	s.pushLRU(slot, e)
-	s.pushFIFO(slot, e)
+	s.push(lru, slot, e)
+	s.push(byStart, slot, e)
 	s.created++
 	if x.TCPFlags&(TCPFin|TCPRst) != 0 && x.Proto == 6 {
 		s.end(slot, EndTCP)
@@ -134,16 +141,16 @@ func (s *shard) end(slot uint32, r EndReason) {
 
 // expire moves the flows due at now into out.
 func (s *shard) expire(now, idle, active int64, out []Record) []Record {
-	for s.lru.tail != nilSlot {
-		slot := s.lru.tail
+	for s.lists[lru].oldest != nilSlot {
+		slot := s.lists[lru].oldest
 		e := s.entry(slot)
 		if now-e.rec.End < idle {
 			break
 		}
 		s.end(slot, EndIdle)
 	}
-	for s.fifo.head != nilSlot {
-		slot := s.fifo.head
+	for s.lists[byStart].oldest != nilSlot {
+		slot := s.lists[byStart].oldest
 		e := s.entry(slot)
 		if now-e.rec.Start < active {
 			break
@@ -156,8 +163,8 @@ func (s *shard) expire(now, idle, active int64, out []Record) []Record {
 
 // flush ends every flow with EndShutdown.
 func (s *shard) flush(out []Record) []Record {
-	for s.fifo.head != nilSlot {
-		s.end(s.fifo.head, EndShutdown)
+	for s.lists[byStart].oldest != nilSlot {
+		s.end(s.lists[byStart].oldest, EndShutdown)
 	}
 	s.syncTail()
 	return s.drain(out)
@@ -177,7 +184,7 @@ func (s *shard) drain(out []Record) []Record {
 func (s *shard) alloc() uint32 {
 	if s.free != nilSlot {
 		slot := s.free
-		s.free = s.entry(slot).lruNext
+		s.free = s.entry(slot).links[lru].newer
 		return slot
 	}
 	if s.used == uint32(len(s.chunks))*chunkSize {
@@ -191,12 +198,12 @@ func (s *shard) alloc() uint32 {
 // remove takes the flow in slot out of the index and both lists and
 // frees its entry.
 func (s *shard) remove(slot uint32, e *entry) {
-	s.unlinkLRU(e)
-	s.unlinkFIFO(e)
+	s.unlink(lru, e)
+	s.unlink(byStart, e)
 	s.deleteIndex(uint64(e.tag), slot)
 	s.count--
 	s.total.Add(-1)
-	e.lruNext = s.free
+	e.links[lru].newer = s.free
 	s.free = slot
 }
 
@@ -258,57 +265,36 @@ func (s *shard) deleteIndex(tag uint64, slot uint32) {
 }
 
 func (s *shard) touch(slot uint32, e *entry) {
-	if s.lru.head == slot {
+	if s.lists[lru].newest == slot {
 		return
 	}
-	s.unlinkLRU(e)
-	s.pushLRU(slot, e)
+	s.unlink(lru, e)
+	s.push(lru, slot, e)
 }
 
-func (s *shard) pushLRU(slot uint32, e *entry) {
-	e.lruPrev = nilSlot
-	e.lruNext = s.lru.head
-	if s.lru.head != nilSlot {
-		s.entry(s.lru.head).lruPrev = slot
+// push puts the entry in slot at the newest end of list l.
+func (s *shard) push(l int, slot uint32, e *entry) {
+	ls := &s.lists[l]
+	e.links[l] = link{older: ls.newest, newer: nilSlot}
+	if ls.newest != nilSlot {
+		s.entry(ls.newest).links[l].newer = slot
 	} else {
-		s.lru.tail = slot
+		ls.oldest = slot
 	}
-	s.lru.head = slot
+	ls.newest = slot
 }
 
-func (s *shard) unlinkLRU(e *entry) {
-	if e.lruPrev != nilSlot {
-		s.entry(e.lruPrev).lruNext = e.lruNext
+// unlink takes e out of list l.
+func (s *shard) unlink(l int, e *entry) {
+	ls, lk := &s.lists[l], e.links[l]
+	if lk.older != nilSlot {
+		s.entry(lk.older).links[l].newer = lk.newer
 	} else {
-		s.lru.head = e.lruNext
+		ls.oldest = lk.newer
 	}
-	if e.lruNext != nilSlot {
-		s.entry(e.lruNext).lruPrev = e.lruPrev
+	if lk.newer != nilSlot {
+		s.entry(lk.newer).links[l].older = lk.older
 	} else {
-		s.lru.tail = e.lruPrev
-	}
-}
-
-func (s *shard) pushFIFO(slot uint32, e *entry) {
-	e.fifoNext = nilSlot
-	e.fifoPrev = s.fifo.tail
-	if s.fifo.tail != nilSlot {
-		s.entry(s.fifo.tail).fifoNext = slot
-	} else {
-		s.fifo.head = slot
-	}
-	s.fifo.tail = slot
-}
-
-func (s *shard) unlinkFIFO(e *entry) {
-	if e.fifoPrev != nilSlot {
-		s.entry(e.fifoPrev).fifoNext = e.fifoNext
-	} else {
-		s.fifo.head = e.fifoNext
-	}
-	if e.fifoNext != nilSlot {
-		s.entry(e.fifoNext).fifoPrev = e.fifoPrev
-	} else {
-		s.fifo.tail = e.fifoPrev
+		ls.newest = lk.older
 	}
 }

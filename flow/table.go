@@ -183,9 +183,9 @@ func (t *Table) evictExcess() {
 		// than every other shard's.
 		sh := &t.shards[victim]
 		sh.mu.Lock()
-		for sh.lru.tail != nilSlot && t.count.Load() > t.maxFlows {
-			sh.end(sh.lru.tail, EndEvicted)
-			if sh.lru.tail != nilSlot && sh.entry(sh.lru.tail).rec.End > next {
+		for sh.lists[lru].oldest != nilSlot && t.count.Load() > t.maxFlows {
+			sh.end(sh.lists[lru].oldest, EndEvicted)
+			if o := sh.lists[lru].oldest; o != nilSlot && sh.entry(o).rec.End > next {
 				break
 			}
 		}
