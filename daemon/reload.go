@@ -37,18 +37,10 @@ func (d *daemon) reload() {
 	cur := d.cfg
 	d.mu.Unlock()
 
-	applied := d.apply(cur, next)
+	running, applied := d.apply(cur, next)
 	restart := restartNeeded(cur, next)
-	// Keep what could not be applied as it runs, so that the next reload
-	// compares against the truth.
-	next.Capture.AttachMode, next.Capture.Egress = cur.Capture.AttachMode, cur.Capture.Egress
-	next.Capture.DecapVXLAN, next.Capture.DecapGENEVE = cur.Capture.DecapVXLAN, cur.Capture.DecapGENEVE
-	next.Capture.HeadBytes, next.Capture.RingBufferMiB = cur.Capture.HeadBytes, cur.Capture.RingBufferMiB
-	next.Capture.SamplesOut, next.Flows.Output = cur.Capture.SamplesOut, cur.Flows.Output
-	next.Flows.MaxFlows, next.Flows.Workers = cur.Flows.MaxFlows, cur.Flows.Workers
-	next.HTTP, next.Log.Format, next.Log.StatsInterval = cur.HTTP, cur.Log.Format, cur.Log.StatsInterval
 	d.mu.Lock()
-	d.cfg = next
+	d.cfg = running
 	d.mu.Unlock()
 	d.recordReload(true)
 	if len(restart) > 0 {
@@ -57,20 +49,24 @@ func (d *daemon) reload() {
 	d.log.Info("configuration reloaded", "applied", applied)
 }
 
-// apply makes the running daemon follow next where cur differs, and
-// returns the fields it changed.
-func (d *daemon) apply(cur, next Config) []string {
+// apply makes the running daemon follow next where cur differs and it
+// can change at run time. It returns the configuration now in force
+// (cur with what was applied) and the fields it changed.
+func (d *daemon) apply(cur, next Config) (Config, []string) {
+	running := cur
 	var applied []string
 	if next.Capture.SampleRate != cur.Capture.SampleRate {
 		if err := d.progs.SetSampleRate(next.Capture.SampleRate); err != nil {
 			d.log.Error("setting the sample rate", "error", err)
 		} else {
+			running.Capture.SampleRate = next.Capture.SampleRate
 			applied = append(applied, "capture.sample_rate")
 		}
 	}
 	if !slices.Equal(next.Capture.Interfaces, cur.Capture.Interfaces) {
 		if len(next.Capture.Interfaces) > 0 {
 			d.mgr.SetInterfaces(next.Capture.Interfaces)
+			running.Capture.Interfaces = next.Capture.Interfaces
 			applied = append(applied, "capture.interfaces")
 		} else {
 			d.log.Warn("capture.interfaces emptied; keeping the interfaces in use (restart to pick the default-route interfaces)")
@@ -78,13 +74,15 @@ func (d *daemon) apply(cur, next Config) []string {
 	}
 	if next.Flows.IdleTimeout != cur.Flows.IdleTimeout || next.Flows.ActiveTimeout != cur.Flows.ActiveTimeout {
 		d.table.SetTimeouts(next.Flows.IdleTimeout.D, next.Flows.ActiveTimeout.D)
+		running.Flows.IdleTimeout, running.Flows.ActiveTimeout = next.Flows.IdleTimeout, next.Flows.ActiveTimeout
 		applied = append(applied, "flows.idle_timeout", "flows.active_timeout")
 	}
 	if next.Log.Level != cur.Log.Level && d.opts.Level != nil {
 		d.opts.Level.Set(next.logLevel())
+		running.Log.Level = next.Log.Level
 		applied = append(applied, "log.level")
 	}
-	return applied
+	return running, applied
 }
 
 // restartNeeded lists the fields that differ and cannot change while

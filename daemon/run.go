@@ -83,8 +83,8 @@ func Run(ctx context.Context, opts RunOptions) error {
 	if err != nil {
 		return err
 	}
-	names2 := &ifNames{}
-	out, err := openFlowOutput(cfg.Flows.Output, names2.name)
+	ifn := &ifNames{}
+	out, err := openFlowOutput(cfg.Flows.Output, ifn.name)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 	}
 	defer samples.Close()
 
-	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out, ifnames: names2}
+	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -231,13 +231,12 @@ func Run(ctx context.Context, opts RunOptions) error {
 
 // daemon is the running state that reload and the collectors share.
 type daemon struct {
-	opts    RunOptions
-	log     *slog.Logger
-	progs   *sampler.Programs
-	mgr     *sampler.Manager
-	table   *flow.Table
-	out     *flowOutput
-	ifnames *ifNames
+	opts  RunOptions
+	log   *slog.Logger
+	progs *sampler.Programs
+	mgr   *sampler.Manager
+	table *flow.Table
+	out   *flowOutput
 
 	mu             sync.Mutex // guards cfg and the reload counters
 	cfg            Config

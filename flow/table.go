@@ -73,12 +73,13 @@ func (t *Table) SetTimeouts(idle, active time.Duration) {
 // order, and a Feeder for its own part of the table (NewPartFeeder):
 // each flow then belongs to exactly one goroutine.
 type Feeder struct {
-	t           *Table
-	part, parts uint64
-	keys        []Key
-	hashes      []uint64
-	order       []int32 // sample indexes grouped by shard
-	counts      []int32 // per shard, then offsets
+	t        *Table
+	part     uint64 // this feeder accounts the shards s with s&partMask == part
+	partMask uint64
+	keys     []Key
+	hashes   []uint64
+	order    []int32 // sample indexes grouped by shard
+	counts   []int32 // per shard, then offsets
 }
 
 // skip marks a sample the feeder does not account.
@@ -94,7 +95,8 @@ func (t *Table) NewPartFeeder(i, n int) *Feeder {
 	if n < 1 || len(t.shards)%n != 0 || i < 0 || i >= n {
 		panic(fmt.Sprintf("flow: part %d of %d does not split %d shards", i, n, len(t.shards)))
 	}
-	return &Feeder{t: t, part: uint64(i), parts: uint64(n), counts: make([]int32, len(t.shards)+1)}
+	// n divides a power of two: it is one, and shard % n is a mask.
+	return &Feeder{t: t, part: uint64(i), partMask: uint64(n - 1), counts: make([]int32, len(t.shards)+1)}
 }
 
 // Add accounts a batch of samples. Samples that are not IP (no
@@ -118,7 +120,7 @@ func (f *Feeder) Add(batch []Sample) {
 		}
 		keys[i] = KeyOf(s)
 		h := maphash.Comparable(t.seed, keys[i])
-		if (h&t.shardMask)%f.parts != f.part {
+		if h&t.shardMask&f.partMask != f.part {
 			hashes[i] = skip
 			continue
 		}

@@ -255,7 +255,7 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: vigil check-config [-print] FILE")
 		fs.PrintDefaults()
 	}
-	print := fs.Bool("print", false, "print the effective configuration (the file over the defaults)")
+	printCfg := fs.Bool("print", false, "print the effective configuration (the file over the defaults)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -267,7 +267,7 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *print {
+	if *printCfg {
 		b, err := yaml.Marshal(cfg)
 		if err != nil {
 			return fmt.Errorf("printing configuration: %w", err)
