@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"strconv"
 	"time"
@@ -40,6 +41,19 @@ func (j *JSONLines) WriteFlows(recs []flow.Record) error {
 		}
 	}
 	j.count += uint64(len(recs))
+	return nil
+}
+
+// WriteAlerts writes alerts, one line each.
+func (j *JSONLines) WriteAlerts(alerts []flow.Alert) error {
+	for i := range alerts {
+		j.buf = AppendAlertJSON(j.buf[:0], &alerts[i])
+		j.buf = append(j.buf, '\n')
+		if _, err := j.w.Write(j.buf); err != nil {
+			return fmt.Errorf("writing alert: %w", err)
+		}
+	}
+	j.count += uint64(len(alerts))
 	return nil
 }
 
@@ -102,6 +116,78 @@ func AppendFlowJSON(b []byte, r *flow.Record, ifname func(uint32) string) []byte
 	b = append(b, `,"end_reason":"`...)
 	b = append(b, r.EndReason.String()...)
 	return append(b, `"}`...)
+}
+
+// AppendAlertJSON appends a as one JSON object (no newline) to b, in
+// Vigil's alert schema (docs/FLOWS.md).
+func AppendAlertJSON(b []byte, a *flow.Alert) []byte {
+	b = append(b, `{"kind":"alert","id":`...)
+	b = appendJSONString(b, a.ID)
+	b = append(b, `,"rule":`...)
+	b = appendJSONString(b, a.Rule)
+	b = append(b, `,"state":"`...)
+	b = append(b, a.State.String()...)
+	b = append(b, `","severity":"`...)
+	b = append(b, a.Severity.String()...)
+	b = append(b, `","key":{`...)
+	for i, kv := range a.Key {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, kv.Name)
+		b = append(b, ':')
+		b = appendJSONString(b, kv.Value)
+	}
+	b = append(b, `},"time":"`...)
+	b = time.Unix(0, a.Time).UTC().AppendFormat(b, timeLayout)
+	b = append(b, `","start":"`...)
+	b = time.Unix(0, a.Start).UTC().AppendFormat(b, timeLayout)
+	b = append(b, `","end":"`...)
+	b = time.Unix(0, a.End).UTC().AppendFormat(b, timeLayout)
+	b = appendUint(b, `","packets":`, a.Packets)
+	b = appendUint(b, `,"bytes":`, a.Bytes)
+	b = appendFloat(b, `,"peak_pps":`, a.PeakPPS)
+	b = appendFloat(b, `,"peak_bps":`, a.PeakBPS)
+	b = appendFloat(b, `,"current_pps":`, a.CurrentPPS)
+	b = appendFloat(b, `,"current_bps":`, a.CurrentBPS)
+	b = appendTops(b, `,"top_sources":`, a.TopSources)
+	b = appendTops(b, `,"top_destinations":`, a.TopDestinations)
+	b = appendTops(b, `,"top_ports":`, a.TopPorts)
+	b = appendUint(b, `,"sampling_rate":`, uint64(a.SamplingRate))
+	b = append(b, `,"techniques":[`...)
+	for i, t := range a.Techniques {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, t)
+	}
+	b = append(b, `],"summary":`...)
+	b = appendJSONString(b, a.Summary)
+	return append(b, '}')
+}
+
+func appendTops(b []byte, key string, tops []flow.Top) []byte {
+	b = append(b, key...)
+	b = append(b, '[')
+	for i, t := range tops {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"value":`...)
+		b = appendJSONString(b, t.Value)
+		b = appendUint(b, `,"packets":`, t.Packets)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendFloat appends v rounded to 3 decimals; JSON has no NaN or Inf,
+// so those are written as 0.
+func appendFloat(b []byte, key string, v float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		v = 0
+	}
+	return strconv.AppendFloat(append(b, key...), math.Round(v*1000)/1000, 'f', -1, 64)
 }
 
 func appendUint(b []byte, key string, v uint64) []byte {

@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -103,4 +104,41 @@ func BenchmarkAppendFlowJSON(b *testing.B) {
 		buf = AppendFlowJSON(buf[:0], &r, name)
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+func TestAlertJSONSchema(t *testing.T) {
+	at := time.Date(2026, 11, 22, 10, 0, 1, 0, time.UTC)
+	a := flow.Alert{
+		ID: "syn_flood/203.0.113.9/1", Rule: "syn_flood", State: flow.AlertUpdate, Severity: flow.SeverityHigh,
+		Key:  []flow.KeyValue{{Name: "dst_addr", Value: "203.0.113.9"}, {Name: "note", Value: "a \"quoted\"\nline"}},
+		Time: at.UnixNano(), Start: at.Add(-time.Second).UnixNano(), End: at.UnixNano(),
+		Packets: 100000, Bytes: 6400000, PeakPPS: 100000.12345, PeakBPS: math.Inf(1), CurrentPPS: 99000, CurrentBPS: 50688000,
+		TopSources: []flow.Top{{Value: "198.51.100.1", Packets: 900}}, TopPorts: []flow.Top{{Value: "80", Packets: 1000}},
+		SamplingRate: 100, Techniques: []string{"T1498.001"}, Summary: "SYN flood against 203.0.113.9",
+	}
+	var buf bytes.Buffer
+	w := NewJSONLines(&buf, nil)
+	if err := w.WriteAlerts([]flow.Alert{a}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("alert line is not JSON: %v\n%s", err, buf.Bytes())
+	}
+	want := map[string]any{
+		"kind": "alert", "id": "syn_flood/203.0.113.9/1", "rule": "syn_flood", "state": "update", "severity": "high",
+		"key":  map[string]any{"dst_addr": "203.0.113.9", "note": "a \"quoted\"\nline"},
+		"time": "2026-11-22T10:00:01.000000000Z", "start": "2026-11-22T10:00:00.000000000Z", "end": "2026-11-22T10:00:01.000000000Z",
+		"packets": 100000.0, "bytes": 6400000.0, "peak_pps": 100000.123, "peak_bps": 0.0, "current_pps": 99000.0, "current_bps": 50688000.0,
+		"top_sources":      []any{map[string]any{"value": "198.51.100.1", "packets": 900.0}},
+		"top_destinations": []any{},
+		"top_ports":        []any{map[string]any{"value": "80", "packets": 1000.0}},
+		"sampling_rate":    100.0, "techniques": []any{"T1498.001"}, "summary": "SYN flood against 203.0.113.9",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("alert JSON (-want +got):\n%s", diff)
+	}
 }

@@ -3,6 +3,7 @@ package testutil
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -44,4 +45,19 @@ func privilegeProblem() string {
 		return "no CAP_SYS_ADMIN"
 	}
 	return ""
+}
+
+// RequireTool returns the path of an external program a test needs (a
+// real collector, a protocol compiler). It skips when the program is
+// missing, or fails when VIGIL_PRIVILEGED_TESTS=1: CI installs it.
+func RequireTool(tb testing.TB, name string) string {
+	tb.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv(PrivilegedEnv) == "1" {
+			tb.Fatalf("%s is needed but missing (%v) and %s=1", name, err, PrivilegedEnv)
+		}
+		tb.Skipf("%s not installed: %v (set %s=1 to make this a failure)", name, err, PrivilegedEnv)
+	}
+	return path
 }
