@@ -26,6 +26,7 @@ const DefaultMetricsAddr = "127.0.0.1:10099"
 type Config struct {
 	Capture CaptureConfig `yaml:"capture"`
 	Flows   FlowsConfig   `yaml:"flows"`
+	Export  ExportConfig  `yaml:"export"`
 	HTTP    HTTPConfig    `yaml:"http"`
 	Log     LogConfig     `yaml:"log"`
 }
@@ -81,6 +82,9 @@ func DefaultConfig() Config {
 			MaxFlows:      fc.MaxFlows,
 			Workers:       1,
 			Output:        "-",
+		},
+		Export: ExportConfig{
+			Spool: SpoolConfig{Dir: "/var/lib/vigil/spool", MaxMiB: 256, Fsync: "interval"},
 		},
 		HTTP: HTTPConfig{Listen: DefaultMetricsAddr},
 		Log:  LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
@@ -141,6 +145,7 @@ func (c *Config) Validate() []*FieldError {
 	if w := c.Flows.Workers; w < 1 || w > 16 || w&(w-1) != 0 {
 		bad("flows.workers", "%d is not 1, 2, 4, 8 or 16", w)
 	}
+	c.Export.validate(bad)
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		bad("http.listen", "%q is not HOST:PORT: %v", c.HTTP.Listen, err)
 	}

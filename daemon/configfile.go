@@ -71,6 +71,7 @@ func ParseConfig(name string, src []byte) (Config, error) {
 	if err := yaml.UnmarshalWithOptions(src, &cfg, yaml.DisallowUnknownField()); err != nil {
 		return Config{}, yamlError(name, file, err)
 	}
+	cfg.Export.fillDefaults()
 	if fes := cfg.Validate(); len(fes) > 0 {
 		ces := make([]*ConfigError, len(fes))
 		for i, fe := range fes {
