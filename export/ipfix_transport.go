@@ -1,0 +1,493 @@
+package export
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vigil-sensor/vigil/flow"
+)
+
+// IPFIXOptions configures an IPFIX transport. Zero values take the
+// defaults.
+type IPFIXOptions struct {
+	// ObservationDomainID goes in every message header.
+	ObservationDomainID uint32
+	// MaxMessageSize bounds an IPFIX message (header included), in
+	// bytes: 1400 for UDP by default (fits a 1500-byte MTU), 65535 (the
+	// most the length field holds) for TCP. Values below 512 are raised
+	// to 512.
+	MaxMessageSize int
+	// TemplateRefresh is how often UDP resends the templates and the
+	// sampling rates (RFC 7011 §8.4); default 60 s, negative: never
+	// after the first message.
+	TemplateRefresh time.Duration
+	// TemplateRefreshMessages also resends them over UDP every this many
+	// messages; default 1000, negative: never.
+	TemplateRefreshMessages int
+	// DialTimeout bounds connecting; default 5 s.
+	DialTimeout time.Duration
+	// WriteTimeout bounds one Send over TCP, writes and the wait for the
+	// collector's acknowledgements included; default 10 s.
+	WriteTimeout time.Duration
+	// Clock tells the export time and when to refresh templates; tests
+	// set a flow.ManualClock. Default: the system clock.
+	Clock flow.Clock
+	// Log receives connection events; default slog.Default().
+	Log *slog.Logger
+}
+
+const (
+	ipfixMinMessage = 512
+	ipfixMaxMessage = 65535
+	// ipfixMaxSelectors bounds the rates remembered as announced in one
+	// session; past it they are forgotten and announced again when
+	// next used.
+	ipfixMaxSelectors = 4096
+)
+
+func (o IPFIXOptions) withDefaults(network string) IPFIXOptions {
+	if o.MaxMessageSize == 0 {
+		o.MaxMessageSize = 1400
+		if network == "tcp" {
+			o.MaxMessageSize = ipfixMaxMessage
+		}
+	}
+	o.MaxMessageSize = min(max(o.MaxMessageSize, ipfixMinMessage), ipfixMaxMessage)
+	if o.TemplateRefresh == 0 {
+		o.TemplateRefresh = time.Minute
+	}
+	if o.TemplateRefreshMessages == 0 {
+		o.TemplateRefreshMessages = 1000
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = flow.SystemClock{}
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return o
+}
+
+// IPFIXTransport sends IPFIX items (made by IPFIXEncoder) to a
+// collector over UDP or TCP. Each connection is one IPFIX session: it
+// starts with the templates and a sequence number of 0. What a
+// successful Send guarantees is in docs/IPFIX.md: over TCP, that the
+// collector's kernel acknowledged every byte; over UDP, only that the
+// local kernel took the datagrams. Send and Close may be called from
+// several goroutines; sends are serialised.
+type IPFIXTransport struct {
+	network string
+	addr    string
+	opt     IPFIXOptions
+
+	mu     sync.Mutex
+	conn   net.Conn
+	sess   ipfixSession
+	msg    []byte
+	newSel []uint32
+	marks  []ipfixMark
+
+	wireBytes uint64 // IPFIX bytes sent, for benchmarks
+}
+
+// ipfixSession is what the collector knows in the current session.
+type ipfixSession struct {
+	seq          uint32              // data records sent so far (RFC 7011 §3.1)
+	templated    bool                // templates sent at least once
+	templatesAt  time.Time           // when they were last sent (UDP refresh)
+	sinceRefresh int                 // messages sent since then
+	announced    map[uint32]struct{} // rates whose selector record was sent since then
+}
+
+// ipfixMark ends a TCP message: bytes written and items consumed up to
+// and including it.
+type ipfixMark struct {
+	bytes int
+	items int
+}
+
+// NewIPFIXUDP returns a transport that sends to addr (host:port) over
+// UDP, from one connected socket.
+func NewIPFIXUDP(addr string, opts IPFIXOptions) *IPFIXTransport {
+	return &IPFIXTransport{network: "udp", addr: addr, opt: opts.withDefaults("udp")}
+}
+
+// NewIPFIXTCP returns a transport that sends to addr (host:port) over
+// TCP.
+func NewIPFIXTCP(addr string, opts IPFIXOptions) *IPFIXTransport {
+	return &IPFIXTransport{network: "tcp", addr: addr, opt: opts.withDefaults("tcp")}
+}
+
+// Close closes the connection; the next Send opens a new session.
+func (t *IPFIXTransport) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closeConn()
+}
+
+func (t *IPFIXTransport) closeConn() error {
+	if t.conn == nil {
+		return nil
+	}
+	err := t.conn.Close()
+	t.conn = nil
+	t.sess = ipfixSession{}
+	if err != nil {
+		return fmt.Errorf("closing IPFIX %s connection to %s: %w", t.network, t.addr, err)
+	}
+	return nil
+}
+
+func (t *IPFIXTransport) connect(ctx context.Context) error {
+	if t.conn != nil {
+		return nil
+	}
+	d := net.Dialer{Timeout: t.opt.DialTimeout}
+	c, err := d.DialContext(ctx, t.network, t.addr)
+	if err != nil {
+		return fmt.Errorf("connecting to IPFIX collector %s over %s: %w", t.addr, t.network, err)
+	}
+	t.conn = c
+	t.sess = ipfixSession{announced: make(map[uint32]struct{})}
+	t.opt.Log.Debug("IPFIX session opened", "network", t.network, "collector", t.addr, "local", c.LocalAddr().String())
+	return nil
+}
+
+// Send sends items in order, packed into messages of at most
+// MaxMessageSize bytes. It returns how many leading items were
+// accepted (see IPFIXTransport). A malformed item stops the send with a
+// *RejectedError for it, after the items before it went out.
+func (t *IPFIXTransport) Send(ctx context.Context, items [][]byte) (int, error) {
+	if len(items) == 0 {
+		return 0, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := t.connect(ctx); err != nil {
+		return 0, err
+	}
+	if t.network == "udp" {
+		return t.sendUDP(ctx, items)
+	}
+	return t.sendTCP(ctx, items)
+}
+
+func (t *IPFIXTransport) sendUDP(ctx context.Context, items [][]byte) (int, error) {
+	done := 0
+	for done < len(items) {
+		if err := ctx.Err(); err != nil {
+			return done, err
+		}
+		b, err := t.build(items[done:])
+		if b.items > 0 {
+			if _, werr := t.conn.Write(t.msg); werr != nil {
+				_ = t.closeConn()
+				return done, fmt.Errorf("sending IPFIX message to %s over udp: %w", t.addr, werr)
+			}
+			t.commit(b)
+			done += b.items
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (t *IPFIXTransport) sendTCP(ctx context.Context, items [][]byte) (int, error) {
+	deadline := time.Now().Add(t.opt.WriteTimeout)
+	conn := t.conn
+	if err := conn.SetWriteDeadline(deadline); err != nil {
+		return 0, t.failTCP(0, fmt.Errorf("setting IPFIX write deadline: %w", err))
+	}
+	// ctx (cancelled or past its deadline) interrupts a blocked write.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	t.marks = t.marks[:0]
+	written, done := 0, 0
+	var rejected error
+	for done < len(items) {
+		b, err := t.build(items[done:])
+		if b.items > 0 {
+			n, werr := conn.Write(t.msg)
+			written += n
+			if werr != nil {
+				if ctx.Err() != nil {
+					werr = ctx.Err()
+				}
+				return t.ackedItems(written), t.failTCP(written, fmt.Errorf("sending IPFIX message to %s over tcp: %w", t.addr, werr))
+			}
+			t.commit(b)
+			done += b.items
+			t.marks = append(t.marks, ipfixMark{bytes: written, items: done})
+		}
+		if err != nil {
+			rejected = err
+			break
+		}
+	}
+	if err := t.waitAcked(ctx, deadline); err != nil {
+		return t.ackedItems(written), t.failTCP(written, err)
+	}
+	return done, rejected
+}
+
+// failTCP closes the connection after a failed send: the next Send
+// starts a new session and sends again what was not acknowledged.
+func (t *IPFIXTransport) failTCP(written int, err error) error {
+	t.opt.Log.Debug("IPFIX tcp send failed; closing the session", "collector", t.addr, "written", written, "error", err)
+	_ = t.closeConn()
+	return err
+}
+
+// ackedItems returns how many items are in messages the collector's
+// kernel acknowledged entirely, from the socket's unacknowledged byte
+// count. It must run before the connection is closed.
+func (t *IPFIXTransport) ackedItems(written int) int {
+	unacked, err := t.unacked()
+	if err != nil {
+		return 0
+	}
+	acked := written - unacked
+	n := 0
+	for _, m := range t.marks {
+		if m.bytes > acked {
+			break
+		}
+		n = m.items
+	}
+	return n
+}
+
+// unacked returns the bytes written to the socket that the peer has not
+// acknowledged yet (SIOCOUTQ: sent but unacknowledged plus unsent).
+func (t *IPFIXTransport) unacked() (int, error) {
+	tc, ok := t.conn.(*net.TCPConn)
+	if !ok {
+		return 0, errors.New("not a TCP connection")
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("reading IPFIX socket: %w", err)
+	}
+	var n int
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil {
+		return 0, fmt.Errorf("reading IPFIX socket: %w", err)
+	}
+	if ierr != nil {
+		return 0, fmt.Errorf("reading the IPFIX socket's send queue: %w", ierr)
+	}
+	return n, nil
+}
+
+// tcpState returns the socket's TCP state and pending error.
+func (t *IPFIXTransport) tcpState() (state uint8, soErr error) {
+	tc, ok := t.conn.(*net.TCPConn)
+	if !ok {
+		return 0, nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	_ = raw.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = info.State
+		}
+		if e, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && e != 0 {
+			soErr = unix.Errno(e)
+		}
+	})
+	return state, soErr
+}
+
+// TCP states (include/net/tcp_states.h).
+const (
+	tcpEstablished = 1
+	tcpCloseWait   = 8
+)
+
+// waitAcked waits until the collector's kernel has acknowledged every
+// byte written, the connection fails, ctx is done or deadline passes.
+func (t *IPFIXTransport) waitAcked(ctx context.Context, deadline time.Time) error {
+	wait := 200 * time.Microsecond
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for {
+		n, err := t.unacked()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if state, soErr := t.tcpState(); soErr != nil {
+			return fmt.Errorf("IPFIX collector %s: %w", t.addr, soErr)
+		} else if state != 0 && state != tcpEstablished && state != tcpCloseWait {
+			return fmt.Errorf("IPFIX collector %s: connection closed with %d bytes unacknowledged", t.addr, n)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("IPFIX collector %s: %d bytes not acknowledged within the write timeout", t.addr, n)
+		}
+		timer.Reset(min(wait, left))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for IPFIX collector %s to acknowledge %d bytes: %w", t.addr, n, ctx.Err())
+		case <-timer.C:
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+	}
+}
+
+// ipfixBuilt is a message built but not yet sent.
+type ipfixBuilt struct {
+	now       time.Time
+	items     int  // items packed (from the front of the slice)
+	records   int  // data records in it, selector records included
+	templates bool // it starts with the templates
+}
+
+// build packs items from the front of the slice into t.msg: the
+// templates first when the session needs them, an options record for
+// every rate not yet announced right before the first record that uses
+// it, and data sets of consecutive records with the same template. It
+// stops at the size limit or at a malformed item, for which it returns
+// a *RejectedError.
+func (t *IPFIXTransport) build(items [][]byte) (ipfixBuilt, error) {
+	now := t.opt.Clock.Now()
+	b := ipfixBuilt{now: now, templates: t.needTemplates(now)}
+	limit := t.opt.MaxMessageSize
+	msg := append(t.msg[:0], make([]byte, ipfixHeaderLen)...)
+	if b.templates {
+		msg = append(msg, ipfixTemplateSets...)
+	}
+	t.newSel = t.newSel[:0]
+	setStart, setTemplate := -1, uint16(0)
+	var err error
+	for _, raw := range items {
+		it, perr := parseIPFIXItem(raw)
+		if perr != nil {
+			err = &RejectedError{Err: perr}
+			break
+		}
+		need := len(it.record)
+		announce := !t.announced(it.rate, b.templates)
+		if announce {
+			need += ipfixSetHeaderLen + ipfixRecLenSelector
+		}
+		if announce || setStart < 0 || it.template != setTemplate {
+			need += ipfixSetHeaderLen
+		}
+		if len(msg)+need > limit {
+			break
+		}
+		if announce {
+			msg = ipfixEndSet(msg, setStart)
+			setStart = -1
+			msg = ipfixAppendSelectorSet(msg, it.rate)
+			t.newSel = append(t.newSel, it.rate)
+			b.records++
+		}
+		if setStart < 0 || it.template != setTemplate {
+			msg = ipfixEndSet(msg, setStart)
+			setStart, setTemplate = len(msg), it.template
+			msg = binary.BigEndian.AppendUint16(msg, it.template)
+			msg = append(msg, 0, 0)
+		}
+		msg = append(msg, it.record...)
+		b.records++
+		b.items++
+	}
+	msg = ipfixEndSet(msg, setStart)
+	binary.BigEndian.PutUint16(msg[0:], ipfixVersion)
+	binary.BigEndian.PutUint16(msg[2:], uint16(len(msg)))
+	binary.BigEndian.PutUint32(msg[4:], uint32(now.Unix()))
+	binary.BigEndian.PutUint32(msg[8:], t.sess.seq)
+	binary.BigEndian.PutUint32(msg[12:], t.opt.ObservationDomainID)
+	t.msg = msg
+	if b.items == 0 && err == nil {
+		// Only possible with a limit below the size of one record.
+		err = fmt.Errorf("IPFIX item does not fit in a message of %d bytes", limit)
+	}
+	return b, err
+}
+
+func ipfixEndSet(msg []byte, start int) []byte {
+	if start >= 0 {
+		binary.BigEndian.PutUint16(msg[start+2:], uint16(len(msg)-start))
+	}
+	return msg
+}
+
+func (t *IPFIXTransport) needTemplates(now time.Time) bool {
+	s := &t.sess
+	if !s.templated {
+		return true
+	}
+	if t.network != "udp" {
+		return false
+	}
+	if r := t.opt.TemplateRefresh; r > 0 && now.Sub(s.templatesAt) >= r {
+		return true
+	}
+	n := t.opt.TemplateRefreshMessages
+	return n > 0 && s.sinceRefresh >= n
+}
+
+// announced says whether the collector already has rate's selector
+// record, counting records in the message being built; a message with
+// templates announces every rate again.
+func (t *IPFIXTransport) announced(rate uint32, withTemplates bool) bool {
+	for _, r := range t.newSel {
+		if r == rate {
+			return true
+		}
+	}
+	if withTemplates {
+		return false
+	}
+	_, ok := t.sess.announced[rate]
+	return ok
+}
+
+// commit records that the message built last was sent.
+func (t *IPFIXTransport) commit(b ipfixBuilt) {
+	t.wireBytes += uint64(len(t.msg))
+	s := &t.sess
+	s.seq += uint32(b.records)
+	if b.templates {
+		s.templated = true
+		s.templatesAt = b.now
+		s.sinceRefresh = 0
+		clear(s.announced)
+	} else {
+		s.sinceRefresh++
+	}
+	if len(s.announced)+len(t.newSel) > ipfixMaxSelectors {
+		clear(s.announced)
+	}
+	for _, r := range t.newSel {
+		s.announced[r] = struct{}{}
+	}
+}
