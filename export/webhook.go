@@ -40,25 +40,29 @@ const (
 // WebhookFormat names the JSON body a webhook sends.
 type WebhookFormat string
 
-// Webhook body formats. "ocsf" is added when the OCSF encoder lands.
+// Webhook body formats.
 const (
 	WebhookFormatVigil WebhookFormat = "vigil" // AppendAlertJSON, docs/FLOWS.md
+	WebhookFormatOCSF  WebhookFormat = "ocsf"  // AppendAlertOCSF, docs/OCSF.md
 )
 
 // WebhookEncoder makes one webhook body per alert: the item is the exact
 // JSON the transport posts. It carries alerts only.
 type WebhookEncoder struct {
-	format WebhookFormat
+	format  WebhookFormat
+	product OCSFProduct
 }
 
 // NewWebhookEncoder returns an encoder of bodies in format; "" means
-// "vigil".
-func NewWebhookEncoder(format WebhookFormat) (*WebhookEncoder, error) {
+// "vigil". product fills the OCSF metadata.
+func NewWebhookEncoder(format WebhookFormat, product OCSFProduct) (*WebhookEncoder, error) {
 	switch format {
 	case "", WebhookFormatVigil:
 		return &WebhookEncoder{format: WebhookFormatVigil}, nil
+	case WebhookFormatOCSF:
+		return &WebhookEncoder{format: format, product: product}, nil
 	}
-	return nil, fmt.Errorf("webhook format %q: want %q", format, WebhookFormatVigil)
+	return nil, fmt.Errorf("webhook format %q: want %q or %q", format, WebhookFormatVigil, WebhookFormatOCSF)
 }
 
 // Kinds returns KindAlerts.
@@ -69,6 +73,9 @@ func (e *WebhookEncoder) AppendFlow(dst []byte, _ *flow.Record) []byte { return 
 
 // AppendAlert appends the JSON body for a to dst.
 func (e *WebhookEncoder) AppendAlert(dst []byte, a *flow.Alert) []byte {
+	if e.format == WebhookFormatOCSF {
+		return AppendAlertOCSF(dst, a, e.product)
+	}
 	return AppendAlertJSON(dst, a)
 }
 
@@ -121,9 +128,13 @@ type WebhookConfig struct {
 	Attempts int
 	Backoff  time.Duration
 	// TLS, for https: a PEM bundle of CAs to trust instead of the
-	// system's, or no verification at all (tests, labs).
+	// system's, or no verification at all (tests, labs); a client
+	// certificate and key (PEM) for mutual TLS; the name to verify and
+	// send as SNI when it is not the URL's host.
 	CAFile             string
 	InsecureSkipVerify bool
+	CertFile, KeyFile  string
+	ServerName         string
 }
 
 // DefaultWebhookConfig returns the defaults: 5 s timeout, 3 attempts,
@@ -182,17 +193,9 @@ func NewWebhookTransport(cfg WebhookConfig) (*WebhookTransport, error) {
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", "vigil/"+cfg.Version)
 
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("webhook ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("webhook ca_file %s: no PEM certificate in it", cfg.CAFile)
-		}
-		tlsConf.RootCAs = pool
+	tlsConf, err := webhookTLS(&cfg)
+	if err != nil {
+		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConf
@@ -212,6 +215,32 @@ func NewWebhookTransport(cfg WebhookConfig) (*WebhookTransport, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}, nil
+}
+
+func webhookTLS(cfg *WebhookConfig) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify, ServerName: cfg.ServerName}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("webhook ca_file %s: no PEM certificate in it", cfg.CAFile)
+		}
+		conf.RootCAs = pool
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("webhook cert_file and key_file: give both or neither")
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook client certificate: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
 }
 
 func checkHeader(name, value string) error {

@@ -14,7 +14,7 @@ import (
 // BenchmarkWebhookEncode is the encode path: one alert into a reused
 // buffer.
 func BenchmarkWebhookEncode(b *testing.B) {
-	enc, err := NewWebhookEncoder("")
+	enc, err := NewWebhookEncoder("", OCSFProduct{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,14 +3,22 @@ package export
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -42,7 +50,7 @@ func whAlert(i int) flow.Alert {
 }
 
 func whItems(n int) [][]byte {
-	enc, err := NewWebhookEncoder("")
+	enc, err := NewWebhookEncoder("", OCSFProduct{})
 	if err != nil {
 		panic(err)
 	}
@@ -162,7 +170,7 @@ func sendWithin(t *testing.T, ctx context.Context, tr Transport, items [][]byte)
 }
 
 func TestWebhookEncoder(t *testing.T) {
-	enc, err := NewWebhookEncoder("")
+	enc, err := NewWebhookEncoder("", OCSFProduct{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,11 +186,18 @@ func TestWebhookEncoder(t *testing.T) {
 	if got, want := enc.AppendAlert([]byte("x"), &a), AppendAlertJSON([]byte("x"), &a); !bytes.Equal(got, want) {
 		t.Errorf("AppendAlert = %s, want AppendAlertJSON's %s", got, want)
 	}
-	if v, err := NewWebhookEncoder(WebhookFormatVigil); err != nil || v.format != WebhookFormatVigil {
-		t.Errorf("NewWebhookEncoder(vigil) = %v, %v", v, err)
+	if v, err := NewWebhookEncoder(WebhookFormatVigil, OCSFProduct{}); err != nil || v.format != WebhookFormatVigil {
+		t.Errorf("NewWebhookEncoder(vigil, OCSFProduct{}) = %v, %v", v, err)
 	}
-	if _, err := NewWebhookEncoder("xml"); err == nil {
-		t.Error("NewWebhookEncoder(xml) accepted an unknown format")
+	ocsf, err := NewWebhookEncoder(WebhookFormatOCSF, OCSFProduct{Version: "1.2.3", Sensor: "gw1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ocsf.AppendAlert(nil, &a), AppendAlertOCSF(nil, &a, OCSFProduct{Version: "1.2.3", Sensor: "gw1"}); !bytes.Equal(got, want) {
+		t.Errorf("OCSF AppendAlert = %s, want AppendAlertOCSF's %s", got, want)
+	}
+	if _, err := NewWebhookEncoder("xml", OCSFProduct{}); err == nil {
+		t.Error("NewWebhookEncoder(xml, OCSFProduct{}) accepted an unknown format")
 	}
 	buf := make([]byte, 0, 4096)
 	if allocs := testing.AllocsPerRun(100, func() { buf = enc.AppendAlert(buf[:0], &a) }); allocs != 0 {
@@ -647,6 +662,142 @@ func TestWebhookTLS(t *testing.T) {
 	}
 }
 
+// whClientCert makes a CA and a client certificate it signs, and writes
+// the client's certificate and key as PEM files.
+func whClientCert(t *testing.T) (ca *x509.Certificate, certFile, keyFile string) {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey, key := newKey(), newKey()
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "receiver's client CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca, err = x509.ParseCertificate(caDER); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sensor-gw1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ca, certFile, keyFile
+}
+
+// TestWebhookMutualTLS: a receiver that requires a client certificate
+// accepts the configured one and refuses a sender without it; the
+// server name to verify can differ from the URL's host.
+func TestWebhookMutualTLS(t *testing.T) {
+	ca, certFile, keyFile := whClientCert(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	var clients sync.Map
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		clients.Store(r.TLS.PeerCertificates[0].Subject.CommonName, true)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	serverCA := filepath.Join(t.TempDir(), "server-ca.pem")
+	if err := os.WriteFile(serverCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name       string
+		cert       bool
+		serverName string
+		ok         bool
+	}{
+		{"client certificate", true, "", true},
+		{"server name in the certificate", true, "example.com", true}, // httptest's certificate names example.com
+		{"server name not in the certificate", true, "other.test", false},
+		{"no client certificate", false, "", false},
+	} {
+		tr := newWHTransport(t, srv.URL, func(cfg *WebhookConfig) {
+			cfg.Attempts, cfg.CAFile, cfg.ServerName = 1, serverCA, c.serverName
+			if c.cert {
+				cfg.CertFile, cfg.KeyFile = certFile, keyFile
+			}
+		})
+		n, err := sendWithin(t, t.Context(), tr, whItems(1))
+		if c.ok != (n == 1 && err == nil) {
+			t.Errorf("%s: Send = %d, %v", c.name, n, err)
+		}
+	}
+	if _, ok := clients.Load("sensor-gw1"); !ok {
+		t.Error("the receiver never saw the client certificate")
+	}
+}
+
+// TestWebhookOCSF posts OCSF bodies: signed like Vigil's, with a
+// delivery id from the body's hash that stays the same on a retry.
+func TestWebhookOCSF(t *testing.T) {
+	product := OCSFProduct{Version: "1.2.3", Sensor: "gw1"}
+	enc, err := NewWebhookEncoder(WebhookFormatOCSF, product)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := whAlert(1)
+	buf := make([]byte, 0, 8192)
+	if allocs := testing.AllocsPerRun(100, func() { buf = enc.AppendAlert(buf[:0], &a) }); allocs != 0 {
+		t.Errorf("OCSF AppendAlert into a reused buffer: %v allocs, want 0", allocs)
+	}
+	items := [][]byte{enc.AppendAlert(nil, &a)}
+	a.State = flow.AlertEnd
+	items = append(items, enc.AppendAlert(nil, &a))
+	rc := newWHReceiver(t, func(n int, w http.ResponseWriter) int {
+		if n == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return 503
+		}
+		w.WriteHeader(http.StatusOK)
+		return 200
+	})
+	tr := newWHTransport(t, rc.srv.URL, nil)
+	if n, err := sendWithin(t, t.Context(), tr, items); n != 2 || err != nil {
+		t.Fatalf("Send = %d, %v; want 2, nil", n, err)
+	}
+	reqs, delivered := rc.seen()
+	if len(reqs) != 3 || len(delivered) != 2 {
+		t.Fatalf("receiver: %d requests, %d delivered; want 3, 2", len(reqs), len(delivered))
+	}
+	var ev struct {
+		ClassUID int `json:"class_uid"`
+	}
+	if err := json.Unmarshal(delivered[0], &ev); err != nil || ev.ClassUID != OCSFClassDetectionFinding {
+		t.Errorf("delivered body is not a Detection Finding (%v): %s", err, delivered[0])
+	}
+	ids := []string{reqs[0].header.Get(HeaderWebhookDelivery), reqs[1].header.Get(HeaderWebhookDelivery), reqs[2].header.Get(HeaderWebhookDelivery)}
+	if !strings.HasPrefix(ids[0], "sha256:") || ids[0] != ids[1] || ids[2] == ids[0] {
+		t.Errorf("delivery ids %q: want sha256: ids, equal for the retry, different for the next alert", ids)
+	}
+}
+
 func TestWebhookUnsigned(t *testing.T) {
 	rc := newWHReceiver(t, nil)
 	tr := newWHTransport(t, rc.srv.URL, func(c *WebhookConfig) { c.Secret = nil })
@@ -680,6 +831,8 @@ func TestWebhookConfigErrors(t *testing.T) {
 		{"header injection", func(c *WebhookConfig) { c.Headers = map[string]string{"X-A": "1\r\nX-B: 2"} }, "control character"},
 		{"missing ca", func(c *WebhookConfig) { c.CAFile = "/nonexistent/ca.pem" }, "ca_file"},
 		{"ca without pem", func(c *WebhookConfig) { c.CAFile = noPEM }, "no PEM"},
+		{"cert without key", func(c *WebhookConfig) { c.CertFile = noPEM }, "both or neither"},
+		{"bad client cert", func(c *WebhookConfig) { c.CertFile, c.KeyFile = noPEM, noPEM }, "client certificate"},
 	} {
 		cfg := DefaultWebhookConfig()
 		cfg.URL = "https://example.test/hook"
