@@ -135,7 +135,7 @@ func newWebhookSink(t *testing.T, dir, url, secret string) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := NewWebhookEncoder(WebhookFormatVigil)
+	enc, err := NewWebhookEncoder(WebhookFormatVigil, OCSFProduct{})
 	if err != nil {
 		t.Fatal(err)
 	}
