@@ -9,8 +9,9 @@ import (
 )
 
 // IPFIX (RFC 7011) encoding: two data templates (IPv4 and IPv6 flows)
-// and one options template that announces each sampling rate as a
-// Selector (RFC 5476). docs/IPFIX.md lists every field.
+// and two options templates that announce each sampling rate as a
+// Selector (RFC 5476), in the two forms collectors read. docs/IPFIX.md
+// lists every field.
 
 // IPFIX set and template IDs.
 const (
@@ -21,7 +22,8 @@ const (
 	ipfixOptionsSetID     = 3
 	IPFIXTemplateIPv4     = 256 // data template of IPv4 flows
 	IPFIXTemplateIPv6     = 257 // data template of IPv6 flows
-	IPFIXTemplateSelector = 258 // options template: one record per sampling rate
+	IPFIXTemplateSelector = 258 // options template: a rate as samplingInterval
+	IPFIXTemplateSpacing  = 259 // options template: a rate as packet interval and space
 )
 
 // Information Element IDs (IANA IPFIX registry).
@@ -52,6 +54,8 @@ const (
 	ieDot1qCustomerVlanID      = 245
 	ieSelectorID               = 302
 	ieSelectorAlgorithm        = 304
+	ieSamplingPacketInterval   = 305
+	ieSamplingPacketSpace      = 306
 	ieSamplingProbability      = 311
 )
 
@@ -75,17 +79,29 @@ var (
 		ipfixField{ieDestinationIPv6Address, 16},
 		ipfixField{ieICMPTypeCodeIPv6, 2},
 	)
-	// ipfixFieldsSelector is the options template: scope selectorId,
-	// then selectorId again (collectors such as nfdump 1.7.1 read only
+	// ipfixFieldsSelector is the first options template: scope
+	// selectorId, then selectorId again (nfdump 1.7.1 reads only
 	// non-scope fields), the algorithm, the rate as samplingInterval
-	// (what nfdump, pmacct and goflow2 read) and samplingProbability
-	// (the RFC 5476 parameter of uniform probabilistic sampling).
+	// (what nfdump 1.7.1, pmacct and goflow2 read) and
+	// samplingProbability (the RFC 5476 parameter of uniform
+	// probabilistic sampling).
 	ipfixFieldsSelector = []ipfixField{
 		{ieSelectorID, 4}, // scope
 		{ieSelectorID, 4},
 		{ieSelectorAlgorithm, 2},
 		{ieSamplingInterval, 4},
 		{ieSamplingProbability, 8},
+	}
+	// ipfixFieldsSpacing is the second: the same selector's rate as 1
+	// packet in every 1+space (samplingPacketInterval 1,
+	// samplingPacketSpace N-1), the form newer nfdump releases read
+	// with the selectorId scope, where they take a samplingInterval as
+	// one rate for the whole exporter.
+	ipfixFieldsSpacing = []ipfixField{
+		{ieSelectorID, 4}, // scope
+		{ieSelectorAlgorithm, 2},
+		{ieSamplingPacketInterval, 4},
+		{ieSamplingPacketSpace, 4},
 	}
 )
 
@@ -124,6 +140,10 @@ var (
 	ipfixRecLenV4       = ipfixRecordLen(ipfixFieldsV4)
 	ipfixRecLenV6       = ipfixRecordLen(ipfixFieldsV6)
 	ipfixRecLenSelector = ipfixRecordLen(ipfixFieldsSelector)
+	ipfixRecLenSpacing  = ipfixRecordLen(ipfixFieldsSpacing)
+	// ipfixSelectorLen is what announcing a rate adds to a message: two
+	// options data sets of one record each.
+	ipfixSelectorLen = 2*ipfixSetHeaderLen + ipfixRecLenSelector + ipfixRecLenSpacing
 	// ipfixTemplateSets is the Template Set and the Options Template Set,
 	// sent at the start of a session and on every refresh.
 	ipfixTemplateSets = ipfixAppendTemplateSets(nil)
@@ -145,14 +165,19 @@ func ipfixAppendTemplateSets(b []byte) []byte {
 
 	// Options templates go one per set: nfdump 1.7.1 reads only the
 	// first record of an Options Template Set.
-	start = len(b)
-	b = binary.BigEndian.AppendUint16(b, ipfixOptionsSetID)
-	b = append(b, 0, 0)
-	b = binary.BigEndian.AppendUint16(b, IPFIXTemplateSelector)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(ipfixFieldsSelector)))
-	b = binary.BigEndian.AppendUint16(b, 1) // scope field count
-	b = ipfixAppendFields(b, ipfixFieldsSelector)
-	binary.BigEndian.PutUint16(b[start+2:], uint16(len(b)-start))
+	for _, t := range []struct {
+		id     uint16
+		fields []ipfixField
+	}{{IPFIXTemplateSelector, ipfixFieldsSelector}, {IPFIXTemplateSpacing, ipfixFieldsSpacing}} {
+		start = len(b)
+		b = binary.BigEndian.AppendUint16(b, ipfixOptionsSetID)
+		b = append(b, 0, 0)
+		b = binary.BigEndian.AppendUint16(b, t.id)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(t.fields)))
+		b = binary.BigEndian.AppendUint16(b, 1) // scope field count
+		b = ipfixAppendFields(b, t.fields)
+		binary.BigEndian.PutUint16(b[start+2:], uint16(len(b)-start))
+	}
 	return b
 }
 
@@ -164,17 +189,24 @@ func ipfixAppendFields(b []byte, fields []ipfixField) []byte {
 	return b
 }
 
-// ipfixAppendSelectorSet appends an Options Data Set holding the one
-// record that announces rate (its own selector). One record per set:
-// nfdump 1.7.1 reads only the first record of an options data set.
-func ipfixAppendSelectorSet(b []byte, rate uint32) []byte {
+// ipfixAppendSelector appends the two Options Data Sets that announce
+// rate (its own selector), one record each: nfdump 1.7.1 reads only the
+// first record of an options data set.
+func ipfixAppendSelector(b []byte, rate uint32) []byte {
 	b = binary.BigEndian.AppendUint16(b, IPFIXTemplateSelector)
 	b = binary.BigEndian.AppendUint16(b, uint16(ipfixSetHeaderLen+ipfixRecLenSelector))
 	b = binary.BigEndian.AppendUint32(b, rate) // scope: selectorId
 	b = binary.BigEndian.AppendUint32(b, rate) // selectorId
 	b = binary.BigEndian.AppendUint16(b, selectorAlgorithmUniform)
 	b = binary.BigEndian.AppendUint32(b, rate)
-	return binary.BigEndian.AppendUint64(b, math.Float64bits(1/float64(rate)))
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(1/float64(rate)))
+
+	b = binary.BigEndian.AppendUint16(b, IPFIXTemplateSpacing)
+	b = binary.BigEndian.AppendUint16(b, uint16(ipfixSetHeaderLen+ipfixRecLenSpacing))
+	b = binary.BigEndian.AppendUint32(b, rate) // scope: selectorId
+	b = binary.BigEndian.AppendUint16(b, selectorAlgorithmUniform)
+	b = binary.BigEndian.AppendUint32(b, 1)
+	return binary.BigEndian.AppendUint32(b, rate-1)
 }
 
 // ipfixItemVersion is the first byte of every spool item the encoder

@@ -276,9 +276,9 @@ func TestIPFIXToNfcapd(t *testing.T) {
 		t.Errorf("observation domain 42 not in nfdump -E:\n%s", exporters)
 	}
 	// nfdump counts only flow records in the sequence; RFC 7011 counts
-	// the selector records too (docs/IPFIX.md). The 4 in the first
-	// message make the second message's sequence number 4 more than
-	// nfdump expects: one "sequence error", and no loss.
+	// the selector records too (docs/IPFIX.md). The 8 in the first
+	// message (two per rate) make the second message's sequence number 8
+	// more than nfdump expects: one "sequence error", and no loss.
 	if !strings.Contains(n.out.String(), "Flows: 61, Packets: ") || !strings.Contains(n.out.String(), "Sequence Errors: 1,") {
 		t.Errorf("nfcapd summary:\n%s", n.out.String())
 	}

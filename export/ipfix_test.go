@@ -193,17 +193,20 @@ func decodeIPFIXFlow(t *testing.T, rec netflow.DataRecord) ipfixFlow {
 	return f
 }
 
-// ipfixSelector is a selector options record decoded by goflow2.
+// ipfixSelector is a selector options record decoded by goflow2, from
+// either options template.
 type ipfixSelector struct {
-	Scope, ID   uint32
-	Algorithm   uint16
-	Interval    uint32
-	Probability float64
+	Template                    uint16
+	Scope, ID                   uint32
+	Algorithm                   uint16
+	Interval                    uint32
+	Probability                 float64
+	PacketInterval, PacketSpace uint32
 }
 
-func decodeIPFIXSelector(t *testing.T, rec netflow.OptionsDataRecord) ipfixSelector {
+func decodeIPFIXSelector(t *testing.T, template uint16, rec netflow.OptionsDataRecord) ipfixSelector {
 	t.Helper()
-	var s ipfixSelector
+	s := ipfixSelector{Template: template}
 	if len(rec.ScopesValues) != 1 || rec.ScopesValues[0].Type != ieSelectorID {
 		t.Fatalf("selector scope: %+v", rec.ScopesValues)
 	}
@@ -219,6 +222,10 @@ func decodeIPFIXSelector(t *testing.T, rec netflow.OptionsDataRecord) ipfixSelec
 			s.Interval = uint32(ipfixUint(b))
 		case ieSamplingProbability:
 			s.Probability = math.Float64frombits(ipfixUint(b))
+		case ieSamplingPacketInterval:
+			s.PacketInterval = uint32(ipfixUint(b))
+		case ieSamplingPacketSpace:
+			s.PacketSpace = uint32(ipfixUint(b))
 		default:
 			t.Fatalf("unexpected selector option field %d", v.Type)
 		}
@@ -235,7 +242,8 @@ type ipfixMessage struct {
 	Selectors        []ipfixSelector
 	Flows            []ipfixFlow
 	// Order lists the sets: "T" templates, "O" options templates,
-	// "S<rate>" a selector record, "D<id>" a data set.
+	// "S<rate>" and "P<rate>" the selector records of the two options
+	// templates, "D<id>" a data set.
 	Order []string
 }
 
@@ -272,9 +280,13 @@ func (c *ipfixCollector) decode(b []byte) ipfixMessage {
 			m.Order = append(m.Order, "O")
 		case netflow.OptionsDataFlowSet:
 			for _, r := range s.Records {
-				sel := decodeIPFIXSelector(t, r)
+				sel := decodeIPFIXSelector(t, s.Id, r)
 				m.Selectors = append(m.Selectors, sel)
-				m.Order = append(m.Order, fmt.Sprintf("S%d", sel.ID))
+				kind := "S"
+				if s.Id == IPFIXTemplateSpacing {
+					kind = "P"
+				}
+				m.Order = append(m.Order, fmt.Sprintf("%s%d", kind, sel.Scope))
 			}
 		case netflow.DataFlowSet:
 			for _, r := range s.Records {
@@ -423,7 +435,7 @@ func TestIPFIXTemplatesAndRecords(t *testing.T) {
 	if m.Domain != 7 || m.Seq != 0 || m.ExportTime != 1_800_000_000 {
 		t.Errorf("header: domain %d seq %d export time %d", m.Domain, m.Seq, m.ExportTime)
 	}
-	if diff := cmp.Diff([]string{"T", "O", "S100", "D256", "D257"}, m.Order); diff != "" {
+	if diff := cmp.Diff([]string{"T", "O", "O", "S100", "P100", "D256", "D257"}, m.Order); diff != "" {
 		t.Errorf("sets (-want +got):\n%s", diff)
 	}
 	fields := func(fs []netflow.Field) []ipfixField {
@@ -450,16 +462,28 @@ func TestIPFIXTemplatesAndRecords(t *testing.T) {
 	if diff := cmp.Diff(wantV4, ipfixIDs(ipfixFieldsV4)); diff != "" {
 		t.Errorf("IPv4 element IDs (-want +got):\n%s", diff)
 	}
-	if len(m.OptionsTemplates) != 1 {
+	if len(m.OptionsTemplates) != 2 {
 		t.Fatalf("options templates: %+v", m.OptionsTemplates)
 	}
-	ot := m.OptionsTemplates[0]
-	if ot.TemplateId != IPFIXTemplateSelector || ot.ScopeFieldCount != 1 ||
-		!cmp.Equal([]ipfixField{{302, 4}}, fields(ot.Scopes), cmp.AllowUnexported(ipfixField{})) ||
-		!cmp.Equal([]ipfixField{{302, 4}, {304, 2}, {34, 4}, {311, 8}}, fields(ot.Options), cmp.AllowUnexported(ipfixField{})) {
-		t.Errorf("options template: %+v", ot)
+	for i, w := range []struct {
+		id             uint16
+		scope, options []ipfixField
+	}{
+		{IPFIXTemplateSelector, []ipfixField{{302, 4}}, []ipfixField{{302, 4}, {304, 2}, {34, 4}, {311, 8}}},
+		{IPFIXTemplateSpacing, []ipfixField{{302, 4}}, []ipfixField{{304, 2}, {305, 4}, {306, 4}}},
+	} {
+		ot := m.OptionsTemplates[i]
+		if ot.TemplateId != w.id || ot.ScopeFieldCount != 1 ||
+			!cmp.Equal(w.scope, fields(ot.Scopes), cmp.AllowUnexported(ipfixField{})) ||
+			!cmp.Equal(w.options, fields(ot.Options), cmp.AllowUnexported(ipfixField{})) {
+			t.Errorf("options template %d: %+v", i, ot)
+		}
 	}
-	if diff := cmp.Diff([]ipfixSelector{{Scope: 100, ID: 100, Algorithm: 4, Interval: 100, Probability: 0.01}}, m.Selectors); diff != "" {
+	wantSel := []ipfixSelector{
+		{Template: IPFIXTemplateSelector, Scope: 100, ID: 100, Algorithm: 4, Interval: 100, Probability: 0.01},
+		{Template: IPFIXTemplateSpacing, Scope: 100, Algorithm: 4, PacketInterval: 1, PacketSpace: 99},
+	}
+	if diff := cmp.Diff(wantSel, m.Selectors); diff != "" {
 		t.Errorf("selector (-want +got):\n%s", diff)
 	}
 	var want []ipfixFlow
@@ -549,13 +573,15 @@ func TestIPFIXSequenceAndSizeLimit(t *testing.T) {
 		}
 		seq += uint32(len(m.Flows) + len(m.Selectors))
 		for _, s := range m.Selectors {
-			selectors = append(selectors, s.ID)
+			if s.Template == IPFIXTemplateSelector {
+				selectors = append(selectors, s.ID)
+			}
 		}
 		flows = append(flows, m.Flows...)
 		// Filled: the next record (at most a v6 record in a new set
 		// with a selector record) would not have fitted, except at the
 		// end of a Send.
-		if i < len(dgrams)-1 && len(flows) != 100 && len(d)+4+ipfixRecLenV6+4+ipfixRecLenSelector <= limit {
+		if i < len(dgrams)-1 && len(flows) != 100 && len(d)+4+ipfixRecLenV6+ipfixSelectorLen <= limit {
 			t.Errorf("message %d: %d bytes, room left", i, len(d))
 		}
 	}
@@ -586,7 +612,7 @@ func TestIPFIXSelectorBeforeFirstUse(t *testing.T) {
 	}
 	ipfixSendAll(t, tr, ipfixItems(recs))
 	m := newIPFIXCollector(t).decode(u.read(t)[0])
-	want := []string{"T", "O", "S10", "D256", "S20", "D256", "D257"}
+	want := []string{"T", "O", "O", "S10", "P10", "D256", "S20", "P20", "D256", "D257"}
 	if diff := cmp.Diff(want, m.Order); diff != "" {
 		t.Errorf("sets (-want +got):\n%s", diff)
 	}
@@ -612,7 +638,7 @@ func TestIPFIXTemplateRefresh(t *testing.T) {
 		}
 		return c.decode(d[0])
 	}
-	templated := func(m ipfixMessage) bool { return len(m.Templates) == 2 && len(m.OptionsTemplates) == 1 }
+	templated := func(m ipfixMessage) bool { return len(m.Templates) == 2 && len(m.OptionsTemplates) == 2 }
 	steps := []struct {
 		at        time.Duration
 		templates bool
@@ -634,7 +660,7 @@ func TestIPFIXTemplateRefresh(t *testing.T) {
 			t.Errorf("message %d at %v: templates %v, want %v (%v)", i, s.at, templated(m), s.templates, m.Order)
 		}
 		// The selector record comes with every refresh, and only then.
-		if got := len(m.Selectors) == 1; got != s.templates {
+		if got := len(m.Selectors) == 2; got != s.templates {
 			t.Errorf("message %d: selector records %v", i, m.Selectors)
 		}
 	}
@@ -815,9 +841,10 @@ func TestIPFIXTCPStream(t *testing.T) {
 	}
 }
 
-// TestIPFIXTCPReconnect: when the collector closes the connection, Send
+// TestIPFIXTCPReconnect: when the collector resets the connection, Send
 // fails, and the next Send connects again and starts a new session
-// with the templates, the selector records and sequence 0.
+// with the templates, the selector records and sequence 0; so does a
+// Send after Close.
 func TestIPFIXTCPReconnect(t *testing.T) {
 	col := newTCPCollector(t, 0)
 	tr := NewIPFIXTCP(col.ln.Addr().String(), IPFIXOptions{WriteTimeout: 2 * time.Second})
@@ -852,9 +879,20 @@ func TestIPFIXTCPReconnect(t *testing.T) {
 	second := col.accept(t)
 	_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
 	m := newIPFIXCollector(t).decode(readIPFIXMessage(t, second))
-	if m.Seq != 0 || len(m.Templates) != 2 || len(m.OptionsTemplates) != 1 || len(m.Selectors) != 1 || len(m.Flows) != 2 {
+	if m.Seq != 0 || len(m.Templates) != 2 || len(m.OptionsTemplates) != 2 || len(m.Selectors) != 2 || len(m.Flows) != 2 {
 		t.Errorf("new session: sequence %d, %d templates, %d options templates, %d selectors, %d flows",
 			m.Seq, len(m.Templates), len(m.OptionsTemplates), len(m.Selectors), len(m.Flows))
+	}
+
+	// Close, then Send: a third session.
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ipfixSendAll(t, tr, items[:1])
+	third := col.accept(t)
+	_ = third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if m := newIPFIXCollector(t).decode(readIPFIXMessage(t, third)); m.Seq != 0 || len(m.Templates) != 2 || len(m.Flows) != 1 {
+		t.Errorf("after Close: sequence %d, %d templates, %d flows", m.Seq, len(m.Templates), len(m.Flows))
 	}
 }
 

@@ -394,7 +394,7 @@ func (t *IPFIXTransport) build(items [][]byte) (ipfixBuilt, error) {
 		need := len(it.record)
 		announce := !t.announced(it.rate, b.templates)
 		if announce {
-			need += ipfixSetHeaderLen + ipfixRecLenSelector
+			need += ipfixSelectorLen
 		}
 		if announce || setStart < 0 || it.template != setTemplate {
 			need += ipfixSetHeaderLen
@@ -405,9 +405,9 @@ func (t *IPFIXTransport) build(items [][]byte) (ipfixBuilt, error) {
 		if announce {
 			msg = ipfixEndSet(msg, setStart)
 			setStart = -1
-			msg = ipfixAppendSelectorSet(msg, it.rate)
+			msg = ipfixAppendSelector(msg, it.rate)
 			t.newSel = append(t.newSel, it.rate)
-			b.records++
+			b.records += 2
 		}
 		if setStart < 0 || it.template != setTemplate {
 			msg = ipfixEndSet(msg, setStart)
