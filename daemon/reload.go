@@ -157,6 +157,6 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(reloads))
 	ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(failures))
 	ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, last)
-	ch <- prometheus.MustNewConstMetric(c.written, prometheus.CounterValue, float64(d.out.written.Load()))
-	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(d.out.dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(c.written, prometheus.CounterValue, float64(d.out.written()))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(d.out.dropped()))
 }

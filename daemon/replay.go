@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -58,13 +59,20 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 	if name == "" {
 		name = "replay"
 	}
-	out, err := openFlowOutput(opts.Output, (&ifNames{fixed: name}).name)
+	out, err := openOutputs(&cfg, opts.Output, (&ifNames{fixed: name}).name, true, opts.Log)
 	if err != nil {
 		return ReplayStats{}, err
 	}
+	sendCtx, stopSending := context.WithCancel(ctx)
+	sent := make(chan error, 1)
+	go func() { sent <- out.Run(sendCtx) }()
+	closeOut := func() error {
+		stopSending()
+		return errors.Join(<-sent, out.Close(ctx))
+	}
 	var werr error
 	write := func(recs []flow.Record) {
-		if err := out.Write(recs); err != nil && werr == nil {
+		if err := out.WriteFlows(recs); err != nil && werr == nil {
 			werr = err
 		}
 	}
@@ -81,16 +89,16 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 			return werr
 		})
 		if err != nil {
-			out.Close()
+			closeOut()
 			return ReplayStats{}, err
 		}
 	}
 	table.Flush(write)
-	if err := out.Close(); err != nil && werr == nil {
+	if err := closeOut(); err != nil && werr == nil {
 		werr = err
 	}
 	st, ifs := src.Stats()
-	rs := ReplayStats{Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: out.written.Load()}
+	rs := ReplayStats{Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: out.written()}
 	if werr != nil {
 		return rs, fmt.Errorf("writing flows: %w", werr)
 	}

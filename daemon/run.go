@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/sampler"
 )
@@ -84,13 +85,13 @@ func Run(ctx context.Context, opts RunOptions) error {
 		return err
 	}
 	ifn := &ifNames{}
-	out, err := openFlowOutput(cfg.Flows.Output, ifn.name)
+	out, err := openOutputs(&cfg, cfg.Flows.Output, ifn.name, true, log)
 	if err != nil {
 		return err
 	}
 	samples, err := openSamplesOut(cfg.Capture.SamplesOut)
 	if err != nil {
-		out.Close()
+		out.Close(context.Background())
 		return err
 	}
 	defer samples.Close()
@@ -104,10 +105,11 @@ func Run(ctx context.Context, opts RunOptions) error {
 		sampler.NewCollector(progs, mgr, reader, log),
 		flow.NewCollector(table),
 		newDaemonCollector(d),
+		export.NewCollector(out.sinkList),
 	)
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		out.Close()
+		out.Close(context.Background())
 		return fmt.Errorf("listening for metrics on %s: %w", cfg.HTTP.Listen, err)
 	}
 	srv := &http.Server{Handler: httpHandler(reg, mgr), ReadHeaderTimeout: 5 * time.Second}
@@ -172,6 +174,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 		})
 	}
 	g.Go(func() error { d.expireLoop(gctx); return nil })
+	g.Go(func() error { return out.Run(gctx) })
 	g.Go(func() error {
 		select {
 		case err := <-mgrErr:
@@ -217,10 +220,10 @@ func Run(ctx context.Context, opts RunOptions) error {
 	// Intake has stopped and the workers have drained: end every flow.
 	table.Flush(d.write)
 	st := table.Stats()
-	if cerr := out.Close(); cerr != nil {
-		log.Error("closing flows output", "error", cerr)
+	if cerr := out.Close(context.Background()); cerr != nil {
+		log.Error("closing outputs", "error", cerr)
 	}
-	log.Info("flows flushed", "records", out.written.Load(), "dropped", out.dropped.Load(), "flows_created", st.Created)
+	log.Info("flows flushed", "records", out.written(), "dropped", out.dropped(), "flows_created", st.Created)
 	stopMgr()
 	if merr := <-mgrErr; err == nil {
 		err = merr
@@ -236,7 +239,7 @@ type daemon struct {
 	progs *sampler.Programs
 	mgr   *sampler.Manager
 	table *flow.Table
-	out   *flowOutput
+	out   *outputs
 
 	mu             sync.Mutex // guards cfg and the reload counters
 	cfg            Config
@@ -249,7 +252,7 @@ type daemon struct {
 
 // write sends expired records to the output.
 func (d *daemon) write(recs []flow.Record) {
-	if err := d.out.Write(recs); err != nil {
+	if err := d.out.WriteFlows(recs); err != nil {
 		d.mu.Lock()
 		now := time.Now()
 		logIt := now.Sub(d.writeErrLogged) > 10*time.Second
@@ -313,6 +316,6 @@ func (d *daemon) logStats(ctx context.Context, reader *sampler.Reader, every tim
 		ft := d.table.Stats()
 		d.log.Info("capture", "packets", st.Packets(), "samples", st.Samples,
 			"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rate", d.progs.SampleRate(),
-			"flows_active", ft.Active, "flows_written", d.out.written.Load())
+			"flows_active", ft.Active, "flows_written", d.out.written())
 	}
 }
