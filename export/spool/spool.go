@@ -132,18 +132,19 @@ type Spool struct {
 	dir string
 	opt Options
 
-	mu      sync.Mutex
-	segs    []*segment // oldest first; the last one is written
-	acked   pos        // everything before is delivered
-	flight  pos        // end of what was handed out for sending (persisted)
-	redeliv pos        // records before this were handed out before a restart
-	gen     uint64     // bumped when records are dropped under the reader
-	cursorN uint64     // cursor writes, picks the slot
-	cursor  *os.File
-	dirty   bool // data or cursor written since the last fsync
-	closed  bool
-	wake    chan struct{}
-	readBuf []byte
+	mu       sync.Mutex
+	segs     []*segment // oldest first; the last one is written
+	acked    pos        // everything before is delivered
+	flight   pos        // end of what was handed out for sending (persisted)
+	redeliv  pos        // records before this were handed out before a restart
+	gen      uint64     // bumped when records are dropped under the reader
+	cursorN  uint64     // cursor writes, picks the slot
+	cursor   *os.File
+	dirty    bool // data or cursor written since the last fsync
+	closed   bool
+	wake     chan struct{}
+	readBuf  []byte
+	writeBuf []byte
 
 	stats struct {
 		appended, delivered, redelivered atomic.Uint64
@@ -337,7 +338,8 @@ func (s *Spool) Append(items [][]byte) error {
 	if s.closed {
 		return errors.New("spool is closed")
 	}
-	var buf []byte
+	buf := s.writeBuf[:0]
+	defer func() { s.writeBuf = buf[:0] }()
 	var errs error
 	flush := func() {
 		if len(buf) == 0 {
