@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"reflect"
 	"slices"
 	"time"
 
@@ -104,6 +105,7 @@ func restartNeeded(cur, next Config) []string {
 	add(next.Flows.MaxFlows != cur.Flows.MaxFlows, "flows.max_flows")
 	add(next.Flows.Workers != cur.Flows.Workers, "flows.workers")
 	add(next.Flows.Output != cur.Flows.Output, "flows.output")
+	add(!reflect.DeepEqual(next.Export, cur.Export), "export")
 	add(next.HTTP != cur.HTTP, "http.listen")
 	add(next.Log.Format != cur.Log.Format, "log.format")
 	add(next.Log.StatsInterval != cur.Log.StatsInterval, "log.stats_interval")
