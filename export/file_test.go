@@ -2,10 +2,12 @@ package export
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -371,41 +373,39 @@ func TestFileWriterDiskFull(t *testing.T) {
 	}
 }
 
-// Standard output is written but never closed.
+// Standard output is written but never closed: a child process (this
+// test binary) writes to its real stdout, the parent reads it.
 func TestFileWriterStdout(t *testing.T) {
-	r, pw, err := os.Pipe()
+	if os.Getenv("VIGIL_TEST_STDOUT_CHILD") == "1" {
+		w, err := NewFileWriter(FileConfig{Path: "-", MaxBytes: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteFlows(numberedFlows(1, 3)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Reopen(); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stdout.WriteString("after\n"); err != nil {
+			t.Fatalf("stdout closed by Close: %v", err)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestFileWriterStdout$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "VIGIL_TEST_STDOUT_CHILD=1")
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("child: %v\n%s", err, out)
 	}
-	defer r.Close()
-	stdout := os.Stdout
-	os.Stdout = pw
-	w, err := NewFileWriter(FileConfig{Path: "-", MaxBytes: 10})
-	os.Stdout = stdout
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WriteFlows(numberedFlows(1, 3)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Reopen(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pw.Write([]byte("after\n")); err != nil {
-		t.Fatalf("stdout closed by Close: %v", err)
-	}
-	pw.Close()
-	var buf bytes.Buffer
-	r.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := buf.ReadFrom(r); err != nil {
-		t.Fatal(err)
-	}
-	lines := bytes.Split(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), []byte("\n"))
-	if len(lines) != 4 || srcPort(t, lines[2]) != 3 || string(lines[3]) != "after" {
-		t.Errorf("stdout got:\n%s", buf.Bytes())
+	lines := bytes.Split(out, []byte("\n"))
+	if len(lines) < 4 || srcPort(t, lines[0]) != 1 || srcPort(t, lines[2]) != 3 || string(lines[3]) != "after" {
+		t.Errorf("child's stdout:\n%s", out)
 	}
 }
 

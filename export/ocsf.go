@@ -124,8 +124,9 @@ func AppendFlowOCSF(b []byte, r *flow.Record, ifname func(uint32) string, p OCSF
 	default:
 		b = append(b, `,"protocol_ver_id":0`...)
 	}
-	// Direction is the packets' way across the sensor's interface, as
-	// AWS VPC flow logs' ingress/egress map to Inbound/Outbound.
+	// Direction is the packets' way across the sensor's interface
+	// (ingress Inbound, egress Outbound), not inside versus outside,
+	// which the sensor does not know.
 	if k.Direction == flow.Egress {
 		b = append(b, `,"direction_id":2,"direction":"Outbound"`...)
 	} else {
