@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,18 +27,20 @@ import (
 
 // nfcapd is a real nfdump collector on a loopback UDP port.
 type nfcapd struct {
-	cmd  *exec.Cmd
-	dir  string
-	port int
-	out  *strings.Builder
-	done chan error
+	cmd   *exec.Cmd
+	dir   string
+	port  int
+	mu    sync.Mutex
+	out   strings.Builder
+	flows int // records nfcapd printed as processed
+	done  chan error
 }
 
 // startNfcapd starts nfcapd and waits until it says it is listening.
 func startNfcapd(t *testing.T) *nfcapd {
 	t.Helper()
 	bin := testutil.RequireTool(t, "nfcapd")
-	n := &nfcapd{dir: t.TempDir(), out: &strings.Builder{}, done: make(chan error, 1)}
+	n := &nfcapd{dir: t.TempDir(), done: make(chan error, 1)}
 	// A free port: bind one, release it, hand it to nfcapd.
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -46,7 +49,13 @@ func startNfcapd(t *testing.T) *nfcapd {
 	n.port = pc.LocalAddr().(*net.UDPAddr).Port
 	pc.Close()
 
-	n.cmd = exec.Command(bin, "-w", n.dir, "-p", strconv.Itoa(n.port), "-b", "127.0.0.1")
+	// -v -v -v prints each record as nfcapd processes it, so the test
+	// knows when all have arrived before it stops nfcapd; stdbuf makes
+	// nfcapd's stdout line-buffered.
+	stdbuf := testutil.RequireTool(t, "stdbuf")
+	n.cmd = exec.Command(stdbuf, "-oL", bin, "-v", "-v", "-v", "-w", n.dir, "-p", strconv.Itoa(n.port), "-b", "127.0.0.1")
+	// nfcapd must not outlive a test binary that is killed.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := n.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +69,15 @@ func startNfcapd(t *testing.T) *nfcapd {
 		sc := bufio.NewScanner(stdout)
 		signalled := false
 		for sc.Scan() {
-			n.out.WriteString(sc.Text() + "\n")
-			if !signalled && strings.Contains(sc.Text(), "Startup") {
+			line := sc.Text()
+			n.mu.Lock()
+			if strings.HasPrefix(line, "Flow Record:") {
+				n.flows++
+			} else if !strings.HasPrefix(line, "  ") {
+				n.out.WriteString(line + "\n") // the log, without the records
+			}
+			n.mu.Unlock()
+			if !signalled && strings.Contains(line, "Startup") {
 				close(ready)
 				signalled = true
 			}
@@ -77,11 +93,32 @@ func startNfcapd(t *testing.T) *nfcapd {
 	select {
 	case <-ready:
 	case err := <-n.done:
-		t.Fatalf("nfcapd exited before starting: %v\n%s", err, n.out.String())
+		t.Fatalf("nfcapd exited before starting: %v\n%s", err, n.log())
 	case <-time.After(10 * time.Second):
-		t.Fatalf("nfcapd did not start within 10 s:\n%s", n.out.String())
+		t.Fatalf("nfcapd did not start within 10 s:\n%s", n.log())
 	}
 	return n
+}
+
+func (n *nfcapd) log() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.out.String()
+}
+
+// waitFlows waits until nfcapd has processed want records.
+func (n *nfcapd) waitFlows(t *testing.T, want int) {
+	t.Helper()
+	for range 200 {
+		n.mu.Lock()
+		got := n.flows
+		n.mu.Unlock()
+		if got >= want {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nfcapd processed fewer than %d records within 10 s:\n%s", want, n.log())
 }
 
 // stop sends SIGTERM, which makes nfcapd flush and close its file.
@@ -93,10 +130,10 @@ func (n *nfcapd) stop(t *testing.T) {
 	select {
 	case err := <-n.done:
 		if err != nil {
-			t.Fatalf("nfcapd: %v\n%s", err, n.out.String())
+			t.Fatalf("nfcapd: %v\n%s", err, n.log())
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatalf("nfcapd did not stop within 10 s:\n%s", n.out.String())
+		t.Fatalf("nfcapd did not stop within 10 s:\n%s", n.log())
 	}
 }
 
@@ -233,8 +270,7 @@ func TestIPFIXToNfcapd(t *testing.T) {
 			t.Fatalf("Send = %d, %v", got, err)
 		}
 	}
-	// Let nfcapd read its socket before it is told to stop.
-	time.Sleep(200 * time.Millisecond)
+	n.waitFlows(t, len(recs))
 	n.stop(t)
 
 	var flows []nfdumpFlow
@@ -250,7 +286,7 @@ func TestIPFIXToNfcapd(t *testing.T) {
 		want[wantNfdump(&recs[i])]++
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("flows in nfdump (-want +got):\n%s\nnfcapd:\n%s", diff, n.out.String())
+		t.Errorf("flows in nfdump (-want +got):\n%s\nnfcapd:\n%s", diff, n.log())
 	}
 
 	// The rates, as nfdump lists the exporter's samplers.
@@ -279,7 +315,7 @@ func TestIPFIXToNfcapd(t *testing.T) {
 	// the selector records too (docs/IPFIX.md). The 8 in the first
 	// message (two per rate) make the second message's sequence number 8
 	// more than nfdump expects: one "sequence error", and no loss.
-	if !strings.Contains(n.out.String(), "Flows: 61, Packets: ") || !strings.Contains(n.out.String(), "Sequence Errors: 1,") {
-		t.Errorf("nfcapd summary:\n%s", n.out.String())
+	if !strings.Contains(n.log(), "Flows: 61, Packets: ") || !strings.Contains(n.log(), "Sequence Errors: 1,") {
+		t.Errorf("nfcapd summary:\n%s", n.log())
 	}
 }

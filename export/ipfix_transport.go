@@ -218,8 +218,18 @@ func (t *IPFIXTransport) sendTCP(ctx context.Context, items [][]byte) (int, erro
 		return 0, t.failTCP(0, fmt.Errorf("setting IPFIX write deadline: %w", err))
 	}
 	// ctx (cancelled or past its deadline) interrupts a blocked write.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetWriteDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// Wait for that to finish before returning, so that it cannot hit
+	// the next Send's writes.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = conn.SetWriteDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	defer func() {
+		if !stop() {
+			<-fired
+		}
+	}()
 
 	t.marks = t.marks[:0]
 	written, done := 0, 0
