@@ -15,7 +15,7 @@ import (
 // JSON-lines files and the network sinks, each behind its own spool.
 // Several sinks of each type can run at once.
 type ExportConfig struct {
-	SensorName string        `yaml:"sensor_name"` // this sensor in exports (Kafka key, OCSF device); default: the host name
+	SensorName string        `yaml:"sensor_name"` // this sensor in exports (Kafka key and header, OCSF reporter and observation point); default: the host name
 	Spool      SpoolConfig   `yaml:"spool"`
 	Files      []FileSink    `yaml:"files"`
 	IPFIX      []IPFIXSink   `yaml:"ipfix"`
