@@ -59,6 +59,9 @@ type KafkaSink struct {
 	Format      string    `yaml:"format"` // json or protobuf (export/proto/vigil.proto)
 	Key         string    `yaml:"key"`    // partition key of flows: sensor, src_addr or dst_addr
 	ClientID    string    `yaml:"client_id"`
+	Compression string    `yaml:"compression"`     // none, gzip, snappy, lz4, zstd
+	SendTimeout Duration  `yaml:"send_timeout"`    // a batch not acknowledged by then is retried
+	ReqTimeout  Duration  `yaml:"request_timeout"` // one produce request or dial
 	TLS         TLSConfig `yaml:"tls"`
 	SASL        struct {
 		Mechanism    string `yaml:"mechanism"` // "", plain, scram-sha-256, scram-sha-512
@@ -112,6 +115,13 @@ func (c *ExportConfig) fillDefaults() {
 		s.Format = cmp.Or(s.Format, "json")
 		s.Key = cmp.Or(s.Key, "sensor")
 		s.ClientID = cmp.Or(s.ClientID, "vigil")
+		s.Compression = cmp.Or(s.Compression, "snappy")
+		if s.SendTimeout == (Duration{}) {
+			s.SendTimeout = Duration{D: 30 * time.Second}
+		}
+		if s.ReqTimeout == (Duration{}) {
+			s.ReqTimeout = Duration{D: 10 * time.Second}
+		}
 	}
 	for i := range c.Webhooks {
 		s := &c.Webhooks[i]
@@ -196,6 +206,9 @@ func (c *ExportConfig) validate(bad func(field, format string, args ...any)) {
 		checkOneOf(bad, p+".records", s.Records, "flows", "alerts", "all")
 		checkOneOf(bad, p+".format", s.Format, "json", "protobuf")
 		checkOneOf(bad, p+".key", s.Key, "sensor", "src_addr", "dst_addr")
+		checkOneOf(bad, p+".compression", s.Compression, "none", "gzip", "snappy", "lz4", "zstd")
+		checkDuration(bad, p+".send_timeout", s.SendTimeout)
+		checkDuration(bad, p+".request_timeout", s.ReqTimeout)
 		if s.SASL.Mechanism != "" {
 			checkOneOf(bad, p+".sasl.mechanism", s.SASL.Mechanism, "plain", "scram-sha-256", "scram-sha-512")
 			if s.SASL.Username == "" {

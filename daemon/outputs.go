@@ -252,6 +252,7 @@ func newKafkaSink(s *KafkaSink, sensor string, ifname func(uint32) string, log *
 	ko := export.DefaultKafkaOptions()
 	ko.Brokers, ko.FlowsTopic, ko.AlertsTopic, ko.ClientID = s.Brokers, s.FlowsTopic, s.AlertsTopic, s.ClientID
 	ko.Format, ko.Key, ko.Sensor = s.Format, s.Key, sensor
+	ko.Compression, ko.SendTimeout, ko.RequestTimeout = s.Compression, s.SendTimeout.D, s.ReqTimeout.D
 	ko.TLS = export.KafkaTLS{
 		Enable: s.TLS.Enabled, CAFile: s.TLS.CAFile, CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile,
 		ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify,
