@@ -139,27 +139,50 @@ vg_reasons=$(grep -o '"end_reason":"[a-z_]*"' "$work/vigil.jsonl" | sort | uniq 
 # nfdump. -c none: no control socket (softflowd 1.1.0 blocks in accept()
 # on it when reading a file); -m: room for every flow, so none is
 # force-expired; -6: IPv6 too.
-log "softflowd -> nfcapd on 127.0.0.1"
-mkdir "$work/nfcap"
-for try in 1 2 3 4 5; do
-	port=$((20000 + RANDOM % 40000))
-	nfcapd -w "$work/nfcap" -b 127.0.0.1 -p "$port" -B 16777216 >"$work/nfcapd.log" 2>&1 &
-	nfcapd_pid=$!
+# start_nfcapd DIR: an nfcapd on a free loopback port; sets port, nfcapd_pid.
+start_nfcapd() {
+	mkdir -p "$1"
+	for try in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 40000))
+		nfcapd -w "$1" -b 127.0.0.1 -p "$port" -B 16777216 >"$1.log" 2>&1 &
+		nfcapd_pid=$!
+		sleep 1
+		if kill -0 "$nfcapd_pid" 2>/dev/null; then return; fi
+		nfcapd_pid=
+	done
+	echo "nfcapd would not start:" >&2
+	cat "$1.log" >&2
+	exit 1
+}
+stop_nfcapd() {
 	sleep 1
-	if kill -0 "$nfcapd_pid" 2>/dev/null; then break; fi
+	kill "$nfcapd_pid"
+	wait "$nfcapd_pid" 2>/dev/null || true
 	nfcapd_pid=
-done
-[ -n "$nfcapd_pid" ] || { echo "nfcapd would not start:" >&2; cat "$work/nfcapd.log" >&2; exit 1; }
+}
+# nf_totals DIR: records packets bytes keys as nfdump reads them.
+nf_totals() {
+	nfdump -R "$1" -I | awk -F': ' '
+		$1 == "Flows" { f = $2 } $1 == "Packets" { p = $2 } $1 == "Bytes" { b = $2 }
+		END { printf "%d %d %d ", f, p, b }'
+	nfdump -R "$1" -q -A proto,srcip,srcport,dstip,dstport -o 'fmt:%pr %sa %sp %da %dp' | wc -l
+}
+
+log "softflowd -> nfcapd on 127.0.0.1"
+start_nfcapd "$work/nfcap"
 measure softflowd softflowd -d -c none -p "$work/softflowd.pid" -r "$cap" -v 9 -6 -m $((flows * 4 + 1000)) -n "127.0.0.1:$port" >"$work/softflowd.log" 2>&1
-sleep 1
-kill "$nfcapd_pid"
-wait "$nfcapd_pid" 2>/dev/null || true
-nfcapd_pid=
-read -r sf_records sf_packets sf_bytes < <(nfdump -R "$work/nfcap" -I | awk -F': ' '
-	$1 == "Flows" { f = $2 } $1 == "Packets" { p = $2 } $1 == "Bytes" { b = $2 }
-	END { print f + 0, p + 0, b + 0 }')
-sf_keys=$(nfdump -R "$work/nfcap" -q -A proto,srcip,srcport,dstip,dstport -o 'fmt:%pr %sa %sp %da %dp' | wc -l)
+stop_nfcapd
+read -r sf_records sf_packets sf_bytes sf_keys < <(nf_totals "$work/nfcap")
 sf_own=$(grep -E '^(Packets processed|Flows exported):' "$work/softflowd.log" | tr '\n' ' ')
+
+# vigil replay exporting IPFIX over UDP (through its spool) to an nfcapd,
+# as softflowd does with NetFlow v9: the same collector reads both.
+log "vigil replay -> IPFIX -> nfcapd on 127.0.0.1"
+start_nfcapd "$work/nfcap-vigil"
+printf 'flows: {output: ""}\nexport:\n  spool: {dir: %s}\n  ipfix: [{address: "127.0.0.1:%s", transport: udp}]\n' "$work/spool" "$port" >"$work/vigil-ipfix.yaml"
+measure vigil-ipfix "$work/vigil" replay --config "$work/vigil-ipfix.yaml" --sample-rate 1 "$cap" 2>"$work/vigil-ipfix.log"
+stop_nfcapd
+read -r vi_records vi_packets vi_bytes vi_keys < <(nf_totals "$work/nfcap-vigil")
 
 # pmacctd: print plugin, one line per unidirectional 5-tuple, written at
 # the end (the refresh time is longer than the run); a cache with room
@@ -186,6 +209,7 @@ read -r pm_records pm_keys pm_packets pm_bytes < <(awk -F, '
 printf '\n%-10s %8s %8s %9s %9s %10s %12s\n' tool wall_s cpu_s flows keys packets bytes
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' tshark "$(wall tshark)" "$(cpu tshark)" "$ts_convs" "$ts_keys" "$ts_packets" "$ts_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil "$(wall vigil)" "$(cpu vigil)" "$vg_records" "$vg_keys" "$vg_packets" "$vg_bytes"
+printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil-ipfix "$(wall vigil-ipfix)" "$(cpu vigil-ipfix)" "$vi_records" "$vi_keys" "$vi_packets" "$vi_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' softflowd "$(wall softflowd)" "$(cpu softflowd)" "$sf_records" "$sf_keys" "$sf_packets" "$sf_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' pmacctd "$(wall pmacctd)" "$(cpu pmacctd)" "$pm_records" "$pm_keys" "$pm_packets" "$pm_bytes"
 cat <<EOF
@@ -196,6 +220,8 @@ and idle (15 s) timeouts in capture time, and at FIN/RST. softflowd:
 NetFlow records, one per direction of each bidirectional flow; its expiry
 scan runs on the wall clock (every 60 s), which a run this short never
 reaches, so every flow ends at EOF, unsliced.
+vigil-ipfix: the same records as vigil, exported as IPFIX over UDP and
+read back by nfcapd/nfdump (like softflowd's).
 pmacctd: one line per unidirectional 5-tuple for the whole run.
 keys: distinct unidirectional 5-tuples among the flows; equal for all.
 bytes: vigil and tshark count frames (Ethernet header included),
@@ -208,7 +234,7 @@ softflowd's own count: $sf_own
 EOF
 
 status=0
-for t in vg sf pm; do
+for t in vg vi sf pm; do
 	eval "p=\$${t}_packets k=\$${t}_keys"
 	if [ "$p" != "$ts_packets" ]; then
 		echo "FAIL: $t counted $p packets, tshark $ts_packets" >&2
