@@ -129,16 +129,9 @@ func AppendAlertJSON(b []byte, a *flow.Alert) []byte {
 	b = append(b, a.State.String()...)
 	b = append(b, `","severity":"`...)
 	b = append(b, a.Severity.String()...)
-	b = append(b, `","key":{`...)
-	for i, kv := range a.Key {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, kv.Name)
-		b = append(b, ':')
-		b = appendJSONString(b, kv.Value)
-	}
-	b = append(b, `},"time":"`...)
+	b = append(b, `","key":`...)
+	b = appendKeyObject(b, a.Key)
+	b = append(b, `,"time":"`...)
 	b = time.Unix(0, a.Time).UTC().AppendFormat(b, timeLayout)
 	b = append(b, `","start":"`...)
 	b = time.Unix(0, a.Start).UTC().AppendFormat(b, timeLayout)
@@ -163,6 +156,20 @@ func AppendAlertJSON(b []byte, a *flow.Alert) []byte {
 	}
 	b = append(b, `],"summary":`...)
 	b = appendJSONString(b, a.Summary)
+	return append(b, '}')
+}
+
+// appendKeyObject appends an alert key as a JSON object of its fields.
+func appendKeyObject(b []byte, key []flow.KeyValue) []byte {
+	b = append(b, '{')
+	for i, kv := range key {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, kv.Name)
+		b = append(b, ':')
+		b = appendJSONString(b, kv.Value)
+	}
 	return append(b, '}')
 }
 

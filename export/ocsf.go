@@ -295,16 +295,9 @@ func AppendAlertOCSF(b []byte, a *flow.Alert, p OCSFProduct) []byte {
 
 	b = append(b, `,"unmapped":{"state":"`...)
 	b = append(b, a.State.String()...)
-	b = append(b, `","key":{`...)
-	for i, kv := range a.Key {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, kv.Name)
-		b = append(b, ':')
-		b = appendJSONString(b, kv.Value)
-	}
-	b = appendUint(b, `},"packets":`, a.Packets)
+	b = append(b, `","key":`...)
+	b = appendKeyObject(b, a.Key)
+	b = appendUint(b, `,"packets":`, a.Packets)
 	b = appendUint(b, `,"bytes":`, a.Bytes)
 	b = appendFloat(b, `,"peak_pps":`, a.PeakPPS)
 	b = appendFloat(b, `,"peak_bps":`, a.PeakBPS)

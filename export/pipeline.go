@@ -79,39 +79,35 @@ func (s *Sink) Kinds() Kinds { return s.enc.Kinds() }
 
 // WriteFlows encodes records into the spool.
 func (s *Sink) WriteFlows(recs []flow.Record) error {
-	if s.enc.Kinds()&KindFlows == 0 || len(recs) == 0 {
+	if s.enc.Kinds()&KindFlows == 0 {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.buf, s.items = s.buf[:0], s.items[:0]
-	for i := range recs {
-		n := len(s.buf)
-		s.buf = s.enc.AppendFlow(s.buf, &recs[i])
-		s.items = append(s.items, s.buf[n:len(s.buf):len(s.buf)])
-	}
-	return s.append()
+	return spoolAll(s, recs, s.enc.AppendFlow)
 }
 
 // WriteAlerts encodes alerts into the spool.
 func (s *Sink) WriteAlerts(alerts []flow.Alert) error {
-	if s.enc.Kinds()&KindAlerts == 0 || len(alerts) == 0 {
+	if s.enc.Kinds()&KindAlerts == 0 {
+		return nil
+	}
+	return spoolAll(s, alerts, s.enc.AppendAlert)
+}
+
+// spoolAll encodes each value as one item and appends them to the spool.
+// (An item made before s.buf grew still points into the old array,
+// which holds its bytes.)
+func spoolAll[T any](s *Sink, vs []T, appendItem func([]byte, *T) []byte) error {
+	if len(vs) == 0 {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.buf, s.items = s.buf[:0], s.items[:0]
-	for i := range alerts {
+	for i := range vs {
 		n := len(s.buf)
-		s.buf = s.enc.AppendAlert(s.buf, &alerts[i])
+		s.buf = appendItem(s.buf, &vs[i])
 		s.items = append(s.items, s.buf[n:len(s.buf):len(s.buf)])
 	}
-	return s.append()
-}
-
-// append writes the encoded items to the spool. (An item made before
-// s.buf grew still points into the old array, which holds its bytes.)
-func (s *Sink) append() error {
 	if err := s.spool.Append(s.items); err != nil && !errors.Is(err, spool.ErrOversize) {
 		s.spoolErrs.Add(1)
 		return err
