@@ -1,0 +1,302 @@
+package detect
+
+import (
+	"sync"
+	"time"
+
+	"github.com/axiomhq/hyperloglog"
+
+	"github.com/vigil-sensor/vigil/flow"
+)
+
+// EngineConfig limits what the engine reports.
+type EngineConfig struct {
+	AlertsPerSecond     float64 // all rules together; 0: the default
+	RuleAlertsPerSecond float64 // each rule; 0: the default
+}
+
+// Alert rate defaults: a burst of twice the rate is allowed.
+const (
+	DefaultAlertsPerSecond     = 100
+	DefaultRuleAlertsPerSecond = 20
+)
+
+// sweepEvery is how often (event time) idle keys are dropped and
+// absence is checked.
+const sweepEvery = int64(time.Second)
+
+// maxChainDepth bounds how many times alerts feed rules that raise
+// alerts.
+const maxChainDepth = 4
+
+// Engine runs a rule set over events. It is safe for concurrent use:
+// samples, flow records and the clock may come from different
+// goroutines. Time is event time: the newest event time seen (or given
+// to Advance) is the engine's now, so replayed captures alert as they
+// would have live.
+type Engine struct {
+	mu     sync.Mutex
+	set    *RuleSet
+	rules  []*ruleState
+	cfg    EngineConfig
+	emit   func([]flow.Alert)
+	global bucket
+
+	now       int64
+	lastSweep int64
+	events    []Event
+	pending   []flow.Alert // to emit at the end of the call
+	chain     []chained    // alerts to feed back to rules reading alerts
+	stats     engineStats
+}
+
+type chained struct {
+	a     flow.Alert
+	depth int
+}
+
+type engineStats struct {
+	chainDropped uint64 // alerts not fed back past maxChainDepth
+	suppressed   uint64 // by the global limit
+	reloads      uint64
+}
+
+// NewEngine returns an engine running set, reporting alerts to emit.
+// emit is called with the engine's lock held: it must not call back
+// into the engine, and should be quick (an output's spool append).
+func NewEngine(set *RuleSet, cfg EngineConfig, emit func([]flow.Alert)) *Engine {
+	if cfg.AlertsPerSecond <= 0 {
+		cfg.AlertsPerSecond = DefaultAlertsPerSecond
+	}
+	if cfg.RuleAlertsPerSecond <= 0 {
+		cfg.RuleAlertsPerSecond = DefaultRuleAlertsPerSecond
+	}
+	e := &Engine{cfg: cfg, emit: emit, global: newBucket(cfg.AlertsPerSecond)}
+	e.install(set, nil)
+	return e
+}
+
+// install makes set the running rules, keeping the state of every rule
+// whose definition did not change.
+func (e *Engine) install(set *RuleSet, old []*ruleState) {
+	keep := map[string]*ruleState{}
+	for _, rs := range old {
+		keep[rs.r.name] = rs
+	}
+	e.set = set
+	e.rules = e.rules[:0:0]
+	for _, r := range set.rules {
+		if rs, ok := keep[r.name]; ok && rs.r.canon == r.canon && sameLimits(rs, set, r) {
+			rs.r = r
+			e.rules = append(e.rules, rs)
+			continue
+		}
+		e.rules = append(e.rules, newRuleState(r, set, e.cfg.RuleAlertsPerSecond))
+	}
+}
+
+// Replace installs a new rule set (a reload). Rules whose definition and
+// thresholds are unchanged keep their state and their running alerts;
+// the alerts of rules that changed or went away are ended.
+func (e *Engine) Replace(set *RuleSet) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.rules
+	e.install(set, old)
+	kept := map[*ruleState]bool{}
+	for _, rs := range e.rules {
+		kept[rs] = true
+	}
+	for _, rs := range old {
+		if !kept[rs] {
+			rs.endAll(e, e.now)
+		}
+	}
+	e.stats.reloads++
+	e.flush()
+}
+
+// RuleSet returns the running rule set.
+func (e *Engine) RuleSet() *RuleSet {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.set
+}
+
+// Samples runs the rules reading samples over a batch.
+func (e *Engine) Samples(batch []flow.Sample) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	evs := e.buffer(len(batch))
+	for i := range batch {
+		evs[i].FromSample(&batch[i])
+	}
+	e.run(SourceSamples, evs)
+	e.flush()
+}
+
+// Records runs the rules reading flow records over a batch.
+func (e *Engine) Records(recs []flow.Record) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	evs := e.buffer(len(recs))
+	for i := range recs {
+		evs[i].FromRecord(&recs[i])
+	}
+	e.run(SourceFlows, evs)
+	e.flush()
+}
+
+// Events runs the rules reading source over events (tests, plugins).
+func (e *Engine) Events(source Source, evs []Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.run(source, evs)
+	e.flush()
+}
+
+// Advance moves the engine's clock to now (event time) if it is ahead:
+// alerts are updated or ended, absence is checked and idle keys are
+// dropped. Live, the daemon calls it with the wall clock; a replay with
+// the capture's time.
+func (e *Engine) Advance(now int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tick(now)
+	e.flush()
+}
+
+// Close ends every running alert at now (shutdown, end of a replay).
+func (e *Engine) Close(now int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tick(now)
+	for _, rs := range e.rules {
+		rs.endAll(e, max(now, e.now))
+	}
+	e.flush()
+}
+
+func (e *Engine) buffer(n int) []Event {
+	if cap(e.events) < n {
+		e.events = make([]Event, n)
+	}
+	return e.events[:n]
+}
+
+// run feeds events of one source to every rule reading it, rule by rule.
+func (e *Engine) run(source Source, evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	latest := e.now
+	allow := e.set.lists.Get(AllowList)
+	if allow != nil && allow.Len() == 0 {
+		allow = nil
+	}
+	for i := range evs {
+		ev := &evs[i]
+		latest = max(latest, ev.Time)
+		if allow != nil && (allow.Contains(ev.SrcAddr) || allow.Contains(ev.DstAddr)) {
+			ev.allowed = true
+		}
+	}
+	for _, rs := range e.rules {
+		if rs.r.sources&(1<<source) == 0 {
+			continue
+		}
+		start := time.Now()
+		rs.process(e, source, evs)
+		rs.stats.evalNanos += uint64(time.Since(start))
+	}
+	e.tick(latest)
+}
+
+// tick advances the clock and runs the time-driven parts of the rules.
+func (e *Engine) tick(now int64) {
+	if now <= e.now {
+		return
+	}
+	e.now = now
+	sweep := now-e.lastSweep >= sweepEvery
+	if sweep {
+		e.lastSweep = now
+	}
+	for _, rs := range e.rules {
+		rs.tick(e, now, sweep)
+	}
+}
+
+// feedChain gives rules reading alerts the alerts raised so far, and
+// the alerts those raise, up to maxChainDepth.
+func (e *Engine) feedChain() {
+	for len(e.chain) > 0 {
+		batch := e.chain
+		e.chain = nil
+		evs := make([]Event, 0, len(batch))
+		d := 0
+		for _, c := range batch {
+			if c.depth >= maxChainDepth {
+				e.stats.chainDropped++
+				continue
+			}
+			var ev Event
+			ev.FromAlert(&c.a)
+			evs = append(evs, ev)
+			d = max(d, c.depth)
+		}
+		e.runChained(evs, d+1)
+	}
+}
+
+func (e *Engine) runChained(evs []Event, depth int) {
+	if len(evs) == 0 {
+		return
+	}
+	for _, rs := range e.rules {
+		if rs.r.sources&(1<<SourceAlerts) == 0 {
+			continue
+		}
+		start := time.Now()
+		rs.depth = depth
+		rs.process(e, SourceAlerts, evs)
+		rs.depth = 0
+		rs.stats.evalNanos += uint64(time.Since(start))
+	}
+}
+
+// report queues an alert for emission and, for rules reading alerts,
+// for chaining. It applies the global and per-rule rate limits to starts
+// and updates; ends always pass so every reported start is ended.
+func (e *Engine) report(rs *ruleState, a flow.Alert) bool {
+	if a.State != flow.AlertEnd {
+		if !rs.bucket.take(e.now) {
+			rs.stats.suppressed++
+			return false
+		}
+		if !e.global.take(e.now) {
+			e.stats.suppressed++
+			rs.stats.suppressed++
+			return false
+		}
+	}
+	rs.stats.alerts[a.State]++
+	e.pending = append(e.pending, a)
+	e.chain = append(e.chain, chained{a: a, depth: rs.depth})
+	return true
+}
+
+func (e *Engine) flush() {
+	e.feedChain()
+	if len(e.pending) > 0 && e.emit != nil {
+		e.emit(e.pending)
+	}
+	e.pending = e.pending[:0]
+	e.chain = e.chain[:0]
+}
+
+// newScratch is a sketch to merge a window's slots into.
+func newScratch() *hyperloglog.Sketch {
+	sk, _ := hyperloglog.NewSketch(hllPrecision, false)
+	return sk
+}

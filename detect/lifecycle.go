@@ -1,0 +1,230 @@
+package detect
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"hash/fnv"
+	"strconv"
+	"strings"
+
+	"github.com/vigil-sensor/vigil/flow"
+)
+
+const (
+	stateStart  = flow.AlertStart
+	stateUpdate = flow.AlertUpdate
+	stateEnd    = flow.AlertEnd
+)
+
+// alertState is a key's running alert: one per rule and key, from start
+// through updates to its end after a quiet period.
+type alertState struct {
+	id         string
+	start      int64 // first event of the window that crossed the threshold
+	last       int64 // the last time the condition held
+	lastReport int64
+	suppressed bool // the start was rate-limited: report nothing of it
+
+	packets, bytes   float64 // estimated, since the start
+	samples, rateSum float64
+	peakPPS, peakBPS float64
+	curPPS, curBPS   float64
+	vals             []float64 // the measures when the condition last held
+}
+
+// account adds an event the rule kept to a running alert's totals.
+func (a *alertState) account(ev *Event) {
+	a.packets += float64(ev.Packets)
+	a.bytes += float64(ev.Bytes)
+	a.samples += float64(ev.Samples)
+	a.rateSum += float64(ev.Rate) * float64(ev.Samples)
+}
+
+// current takes the key's window rates as the alert's current figures.
+func (a *alertState) current(ks *keyState, r *rule) {
+	a.curPPS, a.curBPS = ks.pps(r), ks.bps(r)
+	a.peakPPS = max(a.peakPPS, a.curPPS)
+	a.peakBPS = max(a.peakBPS, a.curBPS)
+}
+
+// trigger records that the rule's condition holds for a key at t: it
+// starts an alert, or keeps the running one alive.
+func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64) {
+	r := rs.r
+	a := ks.alert
+	if a == nil {
+		a = &alertState{start: t}
+		if ks.rows != nil {
+			a.start = max(ks.windowStart(r), ks.first)
+			nm := len(r.measures)
+			a.packets, a.bytes = ks.win[nm+colPackets], ks.win[nm+colBytes]
+			a.samples, a.rateSum = ks.win[nm+colSamples], ks.win[nm+colRateSum]
+		}
+		if r.kind == kindAbsence {
+			a.start = ks.last
+		}
+		a.id = alertID(r.name, &ks.key, a.start)
+		ks.alert = a
+		rs.active[ks] = struct{}{}
+		a.last, a.lastReport = t, t
+		if ks.rows != nil {
+			a.current(ks, r)
+		}
+		a.vals = append(a.vals[:0], vals...)
+		a.suppressed = !e.report(rs, rs.build(ks, stateStart, t))
+		return
+	}
+	a.last = max(a.last, t)
+	if ks.rows != nil {
+		a.current(ks, r)
+	}
+	a.vals = append(a.vals[:0], vals...)
+}
+
+// end reports the end of a key's alert and forgets it.
+func (rs *ruleState) end(e *Engine, ks *keyState, now int64) {
+	a := ks.alert
+	if a == nil {
+		return
+	}
+	if !a.suppressed {
+		e.report(rs, rs.build(ks, stateEnd, now))
+	}
+	ks.alert = nil
+	delete(rs.active, ks)
+	for i := range ks.evidence {
+		ks.evidence[i].reset()
+	}
+	ks.evStart = ks.head
+}
+
+// windowStart is the start of the oldest slot of the window holding events.
+func (ks *keyState) windowStart(r *rule) int64 {
+	lo := ks.head - int64(r.nslots)
+	w := len(ks.win)
+	oldest := ks.head
+	for pos, s := range ks.slotIdx {
+		if s > lo && s < oldest && ks.rows[pos*w+len(r.measures)+colSamples] > 0 {
+			oldest = s
+		}
+	}
+	return oldest * r.slot
+}
+
+// build makes the alert report of a key.
+func (rs *ruleState) build(ks *keyState, st flow.AlertState, now int64) flow.Alert {
+	r, a := rs.r, ks.alert
+	al := flow.Alert{
+		ID:         a.id,
+		Rule:       r.name,
+		State:      st,
+		Severity:   r.severity,
+		Key:        keyValues(&ks.key, r.group),
+		Time:       now,
+		Start:      a.start,
+		End:        a.last,
+		Packets:    uint64(a.packets + 0.5),
+		Bytes:      uint64(a.bytes + 0.5),
+		PeakPPS:    a.peakPPS,
+		PeakBPS:    a.peakBPS,
+		CurrentPPS: a.curPPS,
+		CurrentBPS: a.curBPS,
+		Techniques: r.techniques,
+	}
+	if st == stateEnd {
+		al.End = max(a.last, ks.last)
+		al.CurrentPPS, al.CurrentBPS = 0, 0
+	}
+	if a.samples > 0 {
+		al.SamplingRate = uint32(a.rateSum/a.samples + 0.5)
+	}
+	for i, f := range r.evidence {
+		top := ks.evidence[i].top()
+		switch f {
+		case evSrcAddr:
+			al.TopSources = top
+		case evDstAddr:
+			al.TopDestinations = top
+		default:
+			al.TopPorts = top
+		}
+	}
+	al.Summary = rs.summary(&al, a, ks.limits)
+	return al
+}
+
+// summary is one human-readable line: the rule, its key and the
+// measures against their thresholds.
+func (rs *ruleState) summary(al *flow.Alert, a *alertState, limits []float64) string {
+	r := rs.r
+	var b strings.Builder
+	b.WriteString(r.name)
+	for i, kv := range al.Key {
+		if i == 0 {
+			b.WriteString(" on ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(kv.Name + "=" + kv.Value)
+	}
+	switch r.kind {
+	case kindAbsence:
+		b.WriteString(": silent since the last event")
+		return b.String()
+	case kindSequence:
+		b.WriteString(": the steps of the sequence happened in order")
+		return b.String()
+	}
+	for i, th := range r.thresholds {
+		if th.m >= len(a.vals) || i >= len(limits) {
+			break
+		}
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(r.names[th.m] + " " + strconv.FormatFloat(a.vals[th.m], 'f', 0, 64))
+		b.WriteString(" >= " + strconv.FormatFloat(limits[i], 'f', -1, 64))
+	}
+	if r.kind == kindBaseline {
+		b.WriteString(" (above its baseline)")
+	}
+	return b.String()
+}
+
+// alertID is stable for one alert: its rule, key and start.
+func alertID(rule string, k *keyBuf, start int64) string {
+	h := fnv.New64a()
+	h.Write([]byte(rule))
+	h.Write(k[:])
+	var t [8]byte
+	binary.BigEndian.PutUint64(t[:], uint64(start))
+	h.Write(t[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// bucket is a token bucket over event time: rate tokens a second, a
+// burst of twice that.
+type bucket struct {
+	rate, burst, tokens float64
+	last                int64
+}
+
+func newBucket(rate float64) bucket {
+	return bucket{rate: rate, burst: 2 * rate, tokens: 2 * rate}
+}
+
+func (b *bucket) take(now int64) bool {
+	if b.last != 0 && now > b.last {
+		b.tokens = min(b.burst, b.tokens+float64(now-b.last)/1e9*b.rate)
+	}
+	if now > b.last {
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

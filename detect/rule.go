@@ -1,0 +1,213 @@
+package detect
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/vigil-sensor/vigil/internal/yamlerr"
+)
+
+// RuleFile is the YAML document of a rule file: a list of rules.
+// docs/DETECTION.md documents every key.
+type RuleFile struct {
+	Rules []RuleSpec `yaml:"rules"`
+}
+
+// RuleSpec is one rule as written in YAML.
+type RuleSpec struct {
+	Name        string                 `yaml:"name"`
+	Description string                 `yaml:"description"`
+	Severity    string                 `yaml:"severity"`   // info, low, medium, high, critical
+	Techniques  []string               `yaml:"techniques"` // MITRE ATT&CK IDs
+	Source      string                 `yaml:"source"`     // samples (default), flows or alerts
+	Filter      string                 `yaml:"filter"`     // an expression over event fields
+	GroupBy     []string               `yaml:"group_by"`   // fields; dst_addr/24 groups by prefix
+	Window      Duration               `yaml:"window"`     // sliding window length
+	Slots       int                    `yaml:"slots"`      // time slots per window
+	Measures    map[string]MeasureSpec `yaml:"measures"`
+	Thresholds  map[string]float64     `yaml:"thresholds"` // measure -> minimum to alert
+	When        string                 `yaml:"when"`       // extra condition over the measures
+	MinSamples  uint64                 `yaml:"min_samples"`
+	Evidence    []string               `yaml:"evidence"` // src_addr, dst_addr, src_port, dst_port
+	UpdateEvery Duration               `yaml:"update_every"`
+	Quiet       Duration               `yaml:"quiet"` // end the alert after this long below threshold
+	MaxKeys     int                    `yaml:"max_keys"`
+	Baseline    *BaselineSpec          `yaml:"baseline"`
+	Sequence    *SequenceSpec          `yaml:"sequence"`
+	Absence     *AbsenceSpec           `yaml:"absence"`
+	Disabled    bool                   `yaml:"disabled"`
+}
+
+// MeasureSpec is one aggregate of a rule: exactly one of Sum, Rate,
+// Distinct and Ratio, over the events its own Filter (if any) keeps.
+type MeasureSpec struct {
+	Sum      string   `yaml:"sum"`      // packets, bytes, bits or samples, summed over the window
+	Rate     string   `yaml:"rate"`     // the same, per second over the window
+	Distinct string   `yaml:"distinct"` // a field: distinct values (HyperLogLog) over the window
+	Ratio    []string `yaml:"ratio"`    // [a, b]: measure a over measure b
+	Filter   string   `yaml:"filter"`
+}
+
+// BaselineSpec makes a rule compare a measure with its own moving mean
+// and variance per key, one value per window.
+type BaselineSpec struct {
+	Measure    string  `yaml:"measure"`
+	Warmup     int     `yaml:"warmup"`     // windows to learn before alerting
+	Alpha      float64 `yaml:"alpha"`      // weight of the newest window in the moving mean
+	Deviations float64 `yaml:"deviations"` // standard deviations above the mean to alert
+}
+
+// SequenceSpec makes a rule fire when its steps happen in order for the
+// same key, all within Within of the first.
+type SequenceSpec struct {
+	Within Duration   `yaml:"within"`
+	Steps  []StepSpec `yaml:"steps"`
+}
+
+// StepSpec is one step of a sequence.
+type StepSpec struct {
+	Source string `yaml:"source"`
+	Filter string `yaml:"filter"`
+}
+
+// AbsenceSpec makes a rule fire when a key that has been seen for at
+// least Learn is not seen for After.
+type AbsenceSpec struct {
+	After Duration `yaml:"after"`
+	Learn Duration `yaml:"learn"`
+}
+
+// Duration is a time.Duration written as "1s" or "1m30s". A value that
+// does not parse is kept and reported with its line.
+type Duration struct {
+	D       time.Duration
+	invalid string
+}
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(b []byte) error {
+	s := strings.Trim(strings.TrimSpace(string(b)), `"'`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		*d = Duration{invalid: s}
+		return nil
+	}
+	*d = Duration{D: v}
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.D.String(), nil }
+
+// RuleError is a problem in a rule file, located by file, line, column
+// and field (rules[2].thresholds.pps).
+type RuleError = yamlerr.Error
+
+// fieldError is a validation problem at a dotted path.
+type fieldError struct {
+	path, msg string
+}
+
+// ParseRules parses and validates a rule file. name is used in errors;
+// every error is a *RuleError naming the file, line and field (several
+// are joined with errors.Join). lists resolves in_list() names.
+func ParseRules(name string, src []byte, lists ListSet) ([]*rule, error) {
+	file, err := parser.ParseBytes(src, 0)
+	if err != nil {
+		return nil, yamlerr.FromYAML(name, nil, err)
+	}
+	var rf RuleFile
+	if err := yaml.UnmarshalWithOptions(src, &rf, yaml.DisallowUnknownField()); err != nil {
+		return nil, yamlerr.FromYAML(name, file, err)
+	}
+	var fes []fieldError
+	var rules []*rule
+	seen := map[string]int{}
+	for i := range rf.Rules {
+		rs := &rf.Rules[i]
+		at := fmt.Sprintf("rules[%d]", i)
+		if j, dup := seen[rs.Name]; dup && rs.Name != "" {
+			fes = append(fes, fieldError{at + ".name", fmt.Sprintf("rule %q is already defined by rules[%d]", rs.Name, j)})
+			continue
+		}
+		seen[rs.Name] = i
+		r, errs := compileRule(rs, lists)
+		for _, fe := range errs {
+			fes = append(fes, fieldError{at + "." + fe.path, fe.msg})
+		}
+		if len(errs) == 0 {
+			r.file = name
+			rules = append(rules, r)
+		}
+	}
+	if len(rf.Rules) == 0 {
+		fes = append(fes, fieldError{"rules", "no rules in the file"})
+	}
+	if len(fes) > 0 {
+		return nil, locate(name, file, fes)
+	}
+	return rules, nil
+}
+
+// locate turns field errors into RuleErrors with their place, in file order.
+func locate(name string, file *ast.File, fes []fieldError) error {
+	res := make([]*RuleError, len(fes))
+	for i, fe := range fes {
+		re := &RuleError{File: name, Field: fe.path, Msg: fe.msg}
+		if n := yamlerr.NodeAt(file, fe.path); n != nil {
+			pos := n.GetToken().Position
+			re.Line, re.Column = pos.Line, pos.Column
+		} else if n := yamlerr.NodeAt(file, parentPath(fe.path)); n != nil {
+			pos := n.GetToken().Position
+			re.Line, re.Column = pos.Line, pos.Column
+		}
+		res[i] = re
+	}
+	slices.SortStableFunc(res, func(a, b *RuleError) int {
+		la, lb := a.Line, b.Line
+		if la == 0 {
+			la = math.MaxInt
+		}
+		if lb == 0 {
+			lb = math.MaxInt
+		}
+		return cmp.Or(cmp.Compare(la, lb), cmp.Compare(a.Column, b.Column))
+	})
+	errs := make([]error, len(res))
+	for i, re := range res {
+		errs[i] = re
+	}
+	return errors.Join(errs...)
+}
+
+// parentPath drops the last element of a dotted path, so a missing key
+// is reported at its parent.
+func parentPath(p string) string {
+	if i := strings.LastIndexAny(p, ".["); i > 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// ruleNameOK: names are snake_case identifiers, as metrics labels and
+// alert consumers expect.
+func ruleNameOK(s string) bool {
+	if s == "" || len(s) > 64 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,293 @@
+package detect
+
+import (
+	"time"
+
+	"github.com/axiomhq/hyperloglog"
+)
+
+// flowLateness is how far behind the engine's clock flow records may
+// arrive: they are written at the idle or active timeout, so their time
+// (their last packet) lags the samples.
+const flowLateness = int64(90 * time.Second)
+
+// ruleState is a rule and its state: the keys it tracks and their
+// alerts, its rate limit and its counters.
+type ruleState struct {
+	r        *rule
+	keys     map[keyBuf]*keyState
+	active   map[*keyState]struct{}
+	bucket   bucket
+	limits   []float64   // the rule's thresholds, overridden by the configuration
+	byGroup  [][]float64 // per host group
+	groups   *hostGroups
+	vals     []float64
+	scratch  *hyperloglog.Sketch
+	lateness int64
+	depth    int // chain depth of the alerts being processed
+	stats    ruleStats
+}
+
+// ruleStats are a rule's counters, read by metrics under the engine lock.
+type ruleStats struct {
+	events     uint64 // events of the rule's sources seen
+	matches    uint64 // events the rule's filter kept
+	late       uint64 // too old for the window: dropped
+	evictions  uint64 // keys dropped because the rule's state was full
+	suppressed uint64 // alerts held back by rate limits
+	alerts     [4]uint64
+	evalNanos  uint64
+}
+
+func newRuleState(r *rule, set *RuleSet, rate float64) *ruleState {
+	rs := &ruleState{
+		r:       r,
+		keys:    map[keyBuf]*keyState{},
+		active:  map[*keyState]struct{}{},
+		bucket:  newBucket(rate),
+		vals:    make([]float64, len(r.measures)),
+		scratch: newScratch(),
+		groups:  set.groups,
+	}
+	rs.limits, rs.byGroup = set.limitsOf(r)
+	if r.sources&(1<<SourceFlows) != 0 {
+		rs.lateness = flowLateness
+	}
+	return rs
+}
+
+// sameLimits reports whether a reloaded rule keeps the thresholds rs runs with.
+func sameLimits(rs *ruleState, set *RuleSet, r *rule) bool {
+	limits, byGroup := set.limitsOf(r)
+	if !equalFloats(limits, rs.limits) || len(byGroup) != len(rs.byGroup) {
+		return false
+	}
+	for i := range byGroup {
+		if !equalFloats(byGroup[i], rs.byGroup[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func equalFloats(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// key finds or makes the state of a key. Past the rule's bound a key
+// without a running alert is evicted; nil means none could be.
+func (rs *ruleState) key(k keyBuf, t int64) *keyState {
+	if ks, ok := rs.keys[k]; ok {
+		return ks
+	}
+	if len(rs.keys) >= rs.r.maxKeys {
+		// Map iteration starts at a random place: a random victim.
+		tries := 0
+		for vk, vs := range rs.keys {
+			if vs.alert == nil {
+				delete(rs.keys, vk)
+				break
+			}
+			if tries++; tries >= 16 {
+				break
+			}
+		}
+		rs.stats.evictions++
+		if len(rs.keys) >= rs.r.maxKeys {
+			return nil
+		}
+	}
+	limits := rs.limits
+	if rs.byGroup != nil {
+		if a, ok := keyAddr(&k, rs.r.group); ok {
+			if g, ok := rs.groups.lookup(a); ok {
+				limits = rs.byGroup[g]
+			}
+		}
+	}
+	ks := newKeyState(rs.r, k, limits)
+	ks.first, ks.last = t, t
+	rs.keys[k] = ks
+	return ks
+}
+
+// process runs the rule over events of one source.
+func (rs *ruleState) process(e *Engine, source Source, evs []Event) {
+	r := rs.r
+	for i := range evs {
+		ev := &evs[i]
+		rs.stats.events++
+		if ev.allowed || source == SourceAlerts && ev.Rule == r.name {
+			continue // a rule does not read its own alerts
+		}
+		if r.kind == kindSequence {
+			rs.sequenceEvent(e, source, ev)
+			continue
+		}
+		if !r.filter(ev) {
+			continue
+		}
+		rs.stats.matches++
+		k, ok := makeKey(ev, r.group)
+		if !ok {
+			continue
+		}
+		ks := rs.key(k, ev.Time)
+		if ks == nil {
+			continue
+		}
+		switch r.kind {
+		case kindThreshold:
+			if rs.windowEvent(ks, ev) {
+				rs.evaluate(e, ks, ev.Time)
+			}
+		case kindBaseline:
+			rs.baselineEvent(e, ks, ev)
+		case kindAbsence:
+			rs.absenceEvent(e, ks, ev)
+		}
+	}
+}
+
+// windowEvent adds an event to its slot of the key's window. It reports
+// false for an event too old for the window.
+func (rs *ruleState) windowEvent(ks *keyState, ev *Event) bool {
+	r := rs.r
+	s := ev.Time / r.slot
+	if s <= ks.head-int64(r.nslots) {
+		rs.stats.late++
+		return false
+	}
+	if s > ks.head {
+		ks.advance(r, s)
+		if ks.alert == nil && ks.head-ks.evStart >= 2*int64(r.nslots) {
+			for i := range ks.evidence {
+				ks.evidence[i].reset()
+			}
+			ks.evStart = ks.head
+		}
+	}
+	ks.add(r, ev, s)
+	for i, f := range r.evidence {
+		ks.evidence[i].add(f.value(ev), float64(ev.Packets))
+	}
+	ks.first = min(ks.first, ev.Time)
+	ks.last = max(ks.last, ev.Time)
+	if a := ks.alert; a != nil {
+		a.account(ev)
+	}
+	return true
+}
+
+// met reports whether the measures pass the key's thresholds and the
+// rule's condition. Distinct counts are merged only when the cheap
+// thresholds pass, and at most every quarter slot.
+func (rs *ruleState) met(ks *keyState, t int64) bool {
+	r := rs.r
+	if ks.samples(r) < float64(r.minSamples) {
+		return false
+	}
+	vals := rs.vals
+	ks.values(r, vals, rs.scratch, false)
+	for i, th := range r.thresholds {
+		if k := r.measures[th.m].kind; (k == mSum || k == mRate) && vals[th.m] < ks.limits[i] {
+			return false
+		}
+	}
+	if r.hasDistinct && t >= ks.nextDistinct {
+		ks.values(r, vals, rs.scratch, true)
+		ks.nextDistinct = t + max(r.slot/4, 1)
+	}
+	return rs.pass(ks.limits, vals)
+}
+
+// pass checks every threshold and the condition.
+func (rs *ruleState) pass(limits, vals []float64) bool {
+	for i, th := range rs.r.thresholds {
+		if vals[th.m] < limits[i] {
+			return false
+		}
+	}
+	return rs.r.when == nil || rs.r.when(vals)
+}
+
+func (rs *ruleState) evaluate(e *Engine, ks *keyState, t int64) {
+	if rs.met(ks, t) {
+		rs.trigger(e, ks, t, rs.vals)
+	}
+}
+
+// tick runs the time-driven part of the rule at now: window expiry and
+// figures of running alerts, updates and ends, absence, idle keys.
+func (rs *ruleState) tick(e *Engine, now int64, sweep bool) {
+	r := rs.r
+	wnow := now - rs.lateness
+	for ks := range rs.active {
+		a := ks.alert
+		if ks.rows != nil && wnow > 0 {
+			ks.advance(r, wnow/r.slot)
+			a.current(ks, r)
+		}
+		switch {
+		case r.kind == kindAbsence:
+			// An absence alert ends when the key is seen again.
+		case now-a.last >= r.quiet:
+			rs.end(e, ks, now)
+		case r.updateEvery > 0 && now-a.lastReport >= r.updateEvery:
+			a.lastReport = now
+			if !a.suppressed {
+				e.report(rs, rs.build(ks, stateUpdate, now))
+			}
+		}
+	}
+	if sweep {
+		rs.sweep(e, now)
+	}
+}
+
+// sweep drops keys that can no longer matter, and checks absence.
+func (rs *ruleState) sweep(e *Engine, now int64) {
+	r := rs.r
+	wnow := now - rs.lateness
+	for k, ks := range rs.keys {
+		if ks.alert != nil {
+			continue
+		}
+		switch r.kind {
+		case kindThreshold:
+			if ks.last < wnow-r.window {
+				delete(rs.keys, k)
+			}
+		case kindBaseline:
+			if ks.last < wnow-max(10*r.window, int64(5*time.Minute)) {
+				delete(rs.keys, k)
+			}
+		case kindSequence:
+			if ks.seq.stage == 0 || wnow-ks.seq.t0 > r.within {
+				delete(rs.keys, k)
+			}
+		case kindAbsence:
+			silent := wnow - ks.last
+			if silent >= r.after && ks.last-ks.first >= r.learn {
+				rs.trigger(e, ks, now, nil)
+			} else if silent >= r.after {
+				delete(rs.keys, k) // never established: forget it
+			}
+		}
+	}
+}
+
+// endAll ends every running alert of the rule (shutdown, reload).
+func (rs *ruleState) endAll(e *Engine, now int64) {
+	for ks := range rs.active {
+		rs.end(e, ks, now)
+	}
+}

@@ -1,0 +1,221 @@
+package detect
+
+import (
+	"github.com/axiomhq/hyperloglog"
+)
+
+// Columns every window row has after the rule's measures: the packets,
+// bytes, samples and sum of sampling rates of the events the rule's
+// filter kept, for current rates and the effective sampling rate.
+const (
+	colPackets = iota
+	colBytes
+	colSamples
+	colRateSum
+	extraCols
+)
+
+// hllPrecision: 2^12 registers, about 1.6% standard error; sparse while
+// small, so the many keys with few values stay cheap.
+const hllPrecision = 12
+
+// keyState is what a rule keeps for one key: a sliding window of time
+// slots, and the alert, baseline or sequence state of the key.
+type keyState struct {
+	key  keyBuf
+	head int64 // newest slot index (event time / slot length)
+	// Per slot (row), the measures' sums then the extra columns; win is
+	// the running sum of every row in the window.
+	rows    []float64
+	slotIdx []int64
+	win     []float64
+	hll     []*hyperloglog.Sketch // nslots × distinct measures, allocated on use
+
+	first, last int64 // first and last event time seen
+	limits      []float64
+	evidence    []topK
+	evStart     int64 // slot index since which evidence counts
+
+	nextDistinct int64 // event time before which distinct estimates are reused
+	distinct     []float64
+
+	alert *alertState
+
+	bl  *baseline
+	seq seqState
+}
+
+func newKeyState(r *rule, k keyBuf, limits []float64) *keyState {
+	w := len(r.measures) + extraCols
+	ks := &keyState{key: k, head: -1, limits: limits}
+	if r.kind == kindThreshold || r.kind == kindBaseline {
+		ks.rows = make([]float64, r.nslots*w)
+		ks.slotIdx = make([]int64, r.nslots)
+		for i := range ks.slotIdx {
+			ks.slotIdx[i] = -1
+		}
+		ks.win = make([]float64, w)
+	}
+	if r.hasDistinct {
+		ks.hll = make([]*hyperloglog.Sketch, r.nslots*countDistinct(r.measures))
+		ks.distinct = make([]float64, countDistinct(r.measures))
+	}
+	if len(r.evidence) > 0 {
+		ks.evidence = make([]topK, len(r.evidence))
+	}
+	return ks
+}
+
+// advance moves the window's head to slot s, clearing the slots that
+// leave the window.
+func (ks *keyState) advance(r *rule, s int64) {
+	if s <= ks.head {
+		return
+	}
+	n := int64(r.nslots)
+	from := ks.head + 1
+	if s-ks.head > n {
+		from = s - n + 1
+	}
+	w := len(ks.win)
+	nd := len(ks.distinct)
+	for i := from; i <= s; i++ {
+		pos := int(i % n)
+		row := ks.rows[pos*w : pos*w+w]
+		if ks.slotIdx[pos] >= 0 {
+			for j, v := range row {
+				ks.win[j] -= v
+				row[j] = 0
+			}
+			for d := 0; d < nd; d++ {
+				if sk := ks.hll[pos*nd+d]; sk != nil {
+					sk.Reset()
+				}
+			}
+		}
+		ks.slotIdx[pos] = i
+	}
+	if s-ks.head > n {
+		// Everything left the window: drop rounding residue too.
+		clear(ks.win)
+	}
+	ks.head = s
+	ks.nextDistinct = 0
+}
+
+// add accounts an event in slot s, which must be inside the window.
+func (ks *keyState) add(r *rule, e *Event, s int64) {
+	w := len(ks.win)
+	nd := len(ks.distinct)
+	pos := int(s % int64(r.nslots))
+	row := ks.rows[pos*w : pos*w+w]
+	for i := range r.measures {
+		m := &r.measures[i]
+		if m.kind == mRatio || m.filter != nil && !m.filter(e) {
+			continue
+		}
+		if m.kind == mDistinct {
+			sk := ks.hll[pos*nd+m.dslot]
+			if sk == nil {
+				sk, _ = hyperloglog.NewSketch(hllPrecision, true)
+				ks.hll[pos*nd+m.dslot] = sk
+			}
+			sk.InsertHash(m.field(e))
+			row[i]++
+			ks.win[i]++
+			continue
+		}
+		v := m.amount(e)
+		row[i] += v
+		ks.win[i] += v
+	}
+	nm := len(r.measures)
+	extra := [extraCols]float64{float64(e.Packets), float64(e.Bytes), float64(e.Samples), float64(e.Rate) * float64(e.Samples)}
+	for j, v := range extra {
+		row[nm+j] += v
+		ks.win[nm+j] += v
+	}
+	if nd > 0 {
+		ks.nextDistinct = 0
+	}
+}
+
+// effRate is the mean sampling rate of the window's events.
+func (ks *keyState) effRate(r *rule) float64 {
+	nm := len(r.measures)
+	if s := ks.win[nm+colSamples]; s > 0 {
+		return ks.win[nm+colRateSum] / s
+	}
+	return 1
+}
+
+func (ks *keyState) samples(r *rule) float64 { return ks.win[len(r.measures)+colSamples] }
+
+// values computes the measures over the window into vals. Distinct
+// counts are merged from the slots' sketches only when withDistinct;
+// otherwise the last estimate is used.
+func (ks *keyState) values(r *rule, vals []float64, scratch *hyperloglog.Sketch, withDistinct bool) {
+	secs := float64(r.window) / 1e9
+	rate := ks.effRate(r)
+	for i := range r.measures {
+		m := &r.measures[i]
+		switch m.kind {
+		case mSum:
+			vals[i] = ks.win[i]
+		case mRate:
+			vals[i] = ks.win[i] / secs
+		case mDistinct:
+			if withDistinct {
+				ks.distinct[m.dslot] = ks.estimate(r, m.dslot, scratch)
+			}
+			// Scaled by the sampling rate: an estimate of distinct
+			// values each seen about once (scans, spoofed sources).
+			vals[i] = ks.distinct[m.dslot] * rate
+		}
+	}
+	for i := range r.measures {
+		m := &r.measures[i]
+		if m.kind != mRatio {
+			continue
+		}
+		a, b := vals[m.a], vals[m.b]
+		switch {
+		case b > 0:
+			vals[i] = a / b
+		case a > 0:
+			vals[i] = a // as if the denominator were one
+		default:
+			vals[i] = 0
+		}
+	}
+}
+
+// estimate merges the window's sketches of one distinct measure.
+func (ks *keyState) estimate(r *rule, d int, scratch *hyperloglog.Sketch) float64 {
+	nd := len(ks.distinct)
+	scratch.Reset()
+	any := false
+	lo := ks.head - int64(r.nslots)
+	for pos := 0; pos < r.nslots; pos++ {
+		if ks.slotIdx[pos] <= lo {
+			continue
+		}
+		if sk := ks.hll[pos*nd+d]; sk != nil {
+			_ = scratch.Merge(sk)
+			any = true
+		}
+	}
+	if !any {
+		return 0
+	}
+	return float64(scratch.Estimate())
+}
+
+// pps and bps are the rates of the events the rule kept, over the window.
+func (ks *keyState) pps(r *rule) float64 {
+	return ks.win[len(r.measures)+colPackets] / (float64(r.window) / 1e9)
+}
+
+func (ks *keyState) bps(r *rule) float64 {
+	return 8 * ks.win[len(r.measures)+colBytes] / (float64(r.window) / 1e9)
+}
