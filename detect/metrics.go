@@ -1,0 +1,116 @@
+package detect
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-sensor/vigil/flow"
+)
+
+// RuleStats are one rule's counters.
+type RuleStats struct {
+	Rule        string
+	Events      uint64 // events of the rule's sources evaluated
+	Matches     uint64 // events its filter kept
+	Late        uint64 // events older than the window: dropped
+	Evictions   uint64 // keys dropped because the rule's state was full
+	Suppressed  uint64 // alert reports held back by the rate limits
+	Starts      uint64
+	Updates     uint64
+	Ends        uint64
+	EvalSeconds float64 // time spent evaluating
+	Keys        int     // keys tracked now
+	Active      int     // alerts running now
+}
+
+// Stats returns every running rule's counters.
+func (e *Engine) Stats() []RuleStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]RuleStats, len(e.rules))
+	for i, rs := range e.rules {
+		s := &rs.stats
+		out[i] = RuleStats{
+			Rule: rs.r.name, Events: s.events, Matches: s.matches, Late: s.late,
+			Evictions: s.evictions, Suppressed: s.suppressed,
+			Starts: s.alerts[flow.AlertStart], Updates: s.alerts[flow.AlertUpdate], Ends: s.alerts[flow.AlertEnd],
+			EvalSeconds: float64(s.evalNanos) / 1e9, Keys: len(rs.keys), Active: len(rs.active),
+		}
+	}
+	return out
+}
+
+// EngineStats are the engine's own counters.
+type EngineStats struct {
+	Rules        int
+	Suppressed   uint64 // alert reports held back by the global limit
+	ChainDropped uint64 // alerts not fed back to rules past the chain depth
+	Reloads      uint64
+}
+
+// EngineStats returns the engine's own counters.
+func (e *Engine) EngineStats() EngineStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return EngineStats{Rules: len(e.rules), Suppressed: e.stats.suppressed, ChainDropped: e.stats.chainDropped, Reloads: e.stats.reloads}
+}
+
+var (
+	descEvents     = prometheus.NewDesc("vigil_detect_events_total", "Events a rule evaluated.", []string{"rule"}, nil)
+	descMatches    = prometheus.NewDesc("vigil_detect_matches_total", "Events a rule's filter kept.", []string{"rule"}, nil)
+	descLate       = prometheus.NewDesc("vigil_detect_late_events_total", "Events older than a rule's window, dropped.", []string{"rule"}, nil)
+	descEvictions  = prometheus.NewDesc("vigil_detect_evictions_total", "Keys a rule dropped because its state was full.", []string{"rule"}, nil)
+	descSuppressed = prometheus.NewDesc("vigil_detect_alerts_suppressed_total", "Alert reports held back by the rate limits.", []string{"rule"}, nil)
+	descAlerts     = prometheus.NewDesc("vigil_detect_alerts_total", "Alert reports, by state.", []string{"rule", "state"}, nil)
+	descEval       = prometheus.NewDesc("vigil_detect_eval_seconds_total", "Time a rule spent evaluating events.", []string{"rule"}, nil)
+	descKeys       = prometheus.NewDesc("vigil_detect_keys", "Keys a rule tracks.", []string{"rule"}, nil)
+	descActive     = prometheus.NewDesc("vigil_detect_active_alerts", "Alerts running.", []string{"rule"}, nil)
+	descRules      = prometheus.NewDesc("vigil_detect_rules", "Rules running.", nil, nil)
+	descGlobalSupp = prometheus.NewDesc("vigil_detect_global_suppressed_total", "Alert reports held back by the global rate limit.", nil, nil)
+	descChainDrop  = prometheus.NewDesc("vigil_detect_chain_dropped_total", "Alerts not fed back to rules past the chain depth.", nil, nil)
+	descListLen    = prometheus.NewDesc("vigil_detect_list_entries", "Prefixes in an address list.", []string{"list"}, nil)
+)
+
+// Collector exposes an engine's counters to Prometheus at scrape time.
+type Collector struct{ e *Engine }
+
+// NewCollector returns a collector for e.
+func NewCollector(e *Engine) *Collector { return &Collector{e} }
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEvents, descMatches, descLate, descEvictions, descSuppressed,
+		descAlerts, descEval, descKeys, descActive, descRules, descGlobalSupp, descChainDrop, descListLen} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, s := range c.e.Stats() {
+		counter(descEvents, float64(s.Events), s.Rule)
+		counter(descMatches, float64(s.Matches), s.Rule)
+		counter(descLate, float64(s.Late), s.Rule)
+		counter(descEvictions, float64(s.Evictions), s.Rule)
+		counter(descSuppressed, float64(s.Suppressed), s.Rule)
+		counter(descAlerts, float64(s.Starts), s.Rule, "start")
+		counter(descAlerts, float64(s.Updates), s.Rule, "update")
+		counter(descAlerts, float64(s.Ends), s.Rule, "end")
+		counter(descEval, s.EvalSeconds, s.Rule)
+		gauge(descKeys, float64(s.Keys), s.Rule)
+		gauge(descActive, float64(s.Active), s.Rule)
+	}
+	es := c.e.EngineStats()
+	gauge(descRules, float64(es.Rules))
+	counter(descGlobalSupp, float64(es.Suppressed))
+	counter(descChainDrop, float64(es.ChainDropped))
+	lists := c.e.RuleSet().Lists()
+	for _, n := range lists.Names() {
+		gauge(descListLen, float64(lists.Get(n).Len()), n)
+	}
+}
