@@ -27,6 +27,7 @@ type Config struct {
 	Capture CaptureConfig `yaml:"capture"`
 	Flows   FlowsConfig   `yaml:"flows"`
 	Export  ExportConfig  `yaml:"export"`
+	Detect  DetectConfig  `yaml:"detect"`
 	HTTP    HTTPConfig    `yaml:"http"`
 	Log     LogConfig     `yaml:"log"`
 }
@@ -86,8 +87,9 @@ func DefaultConfig() Config {
 		Export: ExportConfig{
 			Spool: SpoolConfig{Dir: "/var/lib/vigil/spool", MaxMiB: 256, Fsync: "interval"},
 		},
-		HTTP: HTTPConfig{Listen: DefaultMetricsAddr},
-		Log:  LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
+		Detect: defaultDetect(),
+		HTTP:   HTTPConfig{Listen: DefaultMetricsAddr},
+		Log:    LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
 	}
 }
 
@@ -146,6 +148,7 @@ func (c *Config) Validate() []*FieldError {
 		bad("flows.workers", "%d is not 1, 2, 4, 8 or 16", w)
 	}
 	c.Export.validate(bad)
+	c.Detect.validate(bad)
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		bad("http.listen", "%q is not HOST:PORT: %v", c.HTTP.Listen, err)
 	}

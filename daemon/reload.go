@@ -6,48 +6,71 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vigil-sensor/vigil/detect"
 )
 
-// reload re-reads the configuration file (SIGHUP), applies what can
-// change at run time, and reopens the flows output. A bad file is
-// reported and the running configuration kept.
-func (d *daemon) reload() {
+// reload re-reads the configuration file and the rule files (SIGHUP,
+// POST /-/reload), applies what can change at run time, and reopens the
+// flows output. A bad file is reported and the running configuration
+// and rules kept.
+func (d *daemon) reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	d.log.Info("reloading configuration", "file", d.opts.ConfigPath)
 	if err := d.out.Reopen(); err != nil {
 		d.log.Error("reopening flows output", "error", err)
 	}
-	if d.opts.ConfigPath == "" {
-		d.recordReload(true)
-		return
+	d.mu.Lock()
+	next := d.cfg
+	d.mu.Unlock()
+	if d.opts.ConfigPath != "" {
+		var err error
+		if next, err = LoadConfig(d.opts.ConfigPath); err != nil {
+			d.log.Error("configuration reload failed; keeping the running configuration", "error", err)
+			d.recordReload(false)
+			return err
+		}
+		if d.opts.Override != nil {
+			d.opts.Override(&next)
+		}
+		if fes := next.Validate(); len(fes) > 0 {
+			d.log.Error("configuration reload failed; keeping the running configuration", "error", fes[0])
+			d.recordReload(false)
+			return fes[0]
+		}
 	}
-	next, err := LoadConfig(d.opts.ConfigPath)
-	if err != nil {
-		d.log.Error("configuration reload failed; keeping the running configuration", "error", err)
-		d.recordReload(false)
-		return
-	}
-	if d.opts.Override != nil {
-		d.opts.Override(&next)
-	}
-	if fes := next.Validate(); len(fes) > 0 {
-		d.log.Error("configuration reload failed; keeping the running configuration", "error", fes[0])
-		d.recordReload(false)
-		return
+	var rules *detect.RuleSet
+	if d.dt != nil && next.Detect.Enabled {
+		var err error
+		if rules, err = LoadRules(&next, d.opts.ConfigPath); err != nil {
+			d.log.Error("rules reload failed; keeping the running configuration and rules", "error", err)
+			d.recordReload(false)
+			return err
+		}
 	}
 	d.mu.Lock()
 	cur := d.cfg
 	d.mu.Unlock()
 
 	running, applied := d.apply(cur, next)
+	if rules != nil {
+		running.Detect = next.Detect
+		running.Detect.Enabled = cur.Detect.Enabled
+		applied = append(applied, "detect")
+	}
 	restart := restartNeeded(cur, next)
 	d.mu.Lock()
 	d.cfg = running
 	d.mu.Unlock()
+	if rules != nil {
+		d.dt.replace(d.ctx, rules)
+	}
 	d.recordReload(true)
 	if len(restart) > 0 {
 		d.log.Warn("configuration changes that need a restart were not applied", "fields", restart)
 	}
 	d.log.Info("configuration reloaded", "applied", applied)
+	return nil
 }
 
 // apply makes the running daemon follow next where cur differs and it
@@ -104,6 +127,7 @@ func restartNeeded(cur, next Config) []string {
 	add(next.Capture.SamplesOut != cur.Capture.SamplesOut, "capture.samples_out")
 	add(next.Flows.MaxFlows != cur.Flows.MaxFlows, "flows.max_flows")
 	add(next.Flows.Workers != cur.Flows.Workers, "flows.workers")
+	add(next.Detect.Enabled != cur.Detect.Enabled, "detect.enabled")
 	add(next.Flows.Output != cur.Flows.Output, "flows.output")
 	add(!reflect.DeepEqual(next.Export, cur.Export), "export")
 	add(next.HTTP != cur.HTTP, "http.listen")

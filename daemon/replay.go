@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/vigil-sensor/vigil/detect"
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/sampler"
 )
@@ -19,6 +21,7 @@ type ReplayOptions struct {
 	Seed       uint64 // the sampler's seed: the same seed samples the same packets
 	Output     string // JSON lines: a path or "-"
 	Interface  string // the interface name written in records
+	ConfigPath string // where Config came from, to place errors in detect options
 	Log        *slog.Logger
 }
 
@@ -28,6 +31,7 @@ type ReplayStats struct {
 	Bytes   uint64
 	Samples uint64
 	Flows   uint64 // records written
+	Alerts  uint64 // alert reports written (start, update, end)
 }
 
 // Replay runs capture files through the same pipeline as `vigil run`:
@@ -63,6 +67,22 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 	if err != nil {
 		return ReplayStats{}, err
 	}
+	var eng *detect.Engine
+	var alerts uint64
+	var werrAlerts error
+	if cfg.Detect.Enabled {
+		set, err := LoadRules(&cfg, opts.ConfigPath)
+		if err != nil {
+			out.Close(ctx)
+			return ReplayStats{}, err
+		}
+		eng = detect.NewEngine(set, cfg.Detect.engineConfig(), func(as []flow.Alert) {
+			alerts += uint64(len(as))
+			if err := out.WriteAlerts(as); err != nil && werrAlerts == nil {
+				werrAlerts = err
+			}
+		})
+	}
 	sendCtx, stopSending := context.WithCancel(ctx)
 	sent := make(chan error, 1)
 	go func() { sent <- out.Run(sendCtx) }()
@@ -75,18 +95,27 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 		if err := out.WriteFlows(recs); err != nil && werr == nil {
 			werr = err
 		}
+		if eng != nil {
+			eng.Records(recs)
+		}
 	}
 	feeder := table.NewFeeder()
+	latest := int64(0)
 	for _, path := range opts.Files {
 		err := src.ReadFileFunc(ctx, path, func(batch []flow.Sample) error {
 			feeder.Add(batch)
-			latest := int64(0)
+			if eng != nil {
+				eng.Samples(batch)
+			}
 			for i := range batch {
 				latest = max(latest, batch[i].Timestamp)
 			}
 			clock.SetNano(latest)
 			table.Expire(write)
-			return werr
+			if eng != nil {
+				eng.Advance(latest)
+			}
+			return cmp.Or(werr, werrAlerts)
 		})
 		if err != nil {
 			closeOut()
@@ -94,11 +123,17 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 		}
 	}
 	table.Flush(write)
+	if eng != nil {
+		eng.Close(latest)
+	}
+	if werr == nil {
+		werr = werrAlerts
+	}
 	if err := closeOut(); err != nil && werr == nil {
 		werr = err
 	}
 	st, ifs := src.Stats()
-	rs := ReplayStats{Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: out.written()}
+	rs := ReplayStats{Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: out.written(), Alerts: alerts}
 	if werr != nil {
 		return rs, fmt.Errorf("writing flows: %w", werr)
 	}

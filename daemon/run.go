@@ -95,9 +95,17 @@ func Run(ctx context.Context, opts RunOptions) error {
 		return err
 	}
 	defer samples.Close()
+	dt, err := newDetector(&cfg, opts.ConfigPath, out, log)
+	if err != nil {
+		out.Close(context.Background())
+		return err
+	}
 
-	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out}
+	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out, dt: dt}
 	reg := prometheus.NewRegistry()
+	if dt != nil {
+		reg.MustRegister(dt.collectors()...)
+	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -112,7 +120,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 		out.Close(context.Background())
 		return fmt.Errorf("listening for metrics on %s: %w", cfg.HTTP.Listen, err)
 	}
-	srv := &http.Server{Handler: httpHandler(reg, mgr), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: d.httpHandler(reg), ReadHeaderTimeout: 5 * time.Second}
 	log.Info("serving metrics", "addr", ln.Addr().String(), "version", Version)
 
 	// The manager runs apart from the group: it detaches only after the
@@ -123,6 +131,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 	go func() { mgrErr <- mgr.Run(mgrCtx) }()
 
 	g, gctx := errgroup.WithContext(ctx)
+	d.ctx = gctx
 	batches := make(chan []flow.Sample, 64)
 	g.Go(func() error {
 		defer close(batches)
@@ -130,7 +139,9 @@ func Run(ctx context.Context, opts RunOptions) error {
 	})
 	// Every worker sees every batch, in order, and accounts its own part
 	// of the table: two cores feed it and each flow's samples stay in
-	// order. The last worker done with a batch gives it back.
+	// order. The detection engine sees every batch too, unless it is
+	// behind: then it misses the batch and counts it, rather than slow
+	// the capture. The last one done with a batch gives it back.
 	type shared struct {
 		batch []flow.Sample
 		left  atomic.Int32
@@ -138,6 +149,12 @@ func Run(ctx context.Context, opts RunOptions) error {
 	parts := make([]chan *shared, cfg.Flows.Workers)
 	for i := range parts {
 		parts[i] = make(chan *shared, 16)
+	}
+	var detectIn chan *shared
+	consumers := int32(len(parts))
+	if dt != nil {
+		detectIn = make(chan *shared, 64)
+		consumers++
 	}
 	var workers sync.WaitGroup
 	workers.Add(1 + len(parts))
@@ -147,19 +164,47 @@ func Run(ctx context.Context, opts RunOptions) error {
 			for _, p := range parts {
 				close(p)
 			}
+			if detectIn != nil {
+				close(detectIn)
+			}
 		}()
 		for b := range batches {
 			if err := samples.write(b); err != nil {
 				log.Warn("writing samples", "error", err)
 			}
 			sb := &shared{batch: b}
-			sb.left.Store(int32(len(parts)))
+			sb.left.Store(consumers)
 			for _, p := range parts {
 				p <- sb
+			}
+			if detectIn != nil {
+				select {
+				case detectIn <- sb:
+				default:
+					dt.dropped.Add(uint64(len(b)))
+					if sb.left.Add(-1) == 0 {
+						reader.Release(b)
+					}
+				}
 			}
 		}
 		return nil
 	})
+	if dt != nil {
+		workers.Add(1)
+		g.Go(func() error {
+			defer workers.Done()
+			for sb := range detectIn {
+				dt.eng.Samples(sb.batch)
+				if sb.left.Add(-1) == 0 {
+					reader.Release(sb.batch)
+				}
+			}
+			return nil
+		})
+		dt.watch(gctx)
+		g.Go(func() error { dt.advance(gctx); return nil })
+	}
 	for i, in := range parts {
 		g.Go(func() error {
 			defer workers.Done()
@@ -217,8 +262,12 @@ func Run(ctx context.Context, opts RunOptions) error {
 	}
 	err = g.Wait()
 
-	// Intake has stopped and the workers have drained: end every flow.
+	// Intake has stopped and the workers have drained: end every flow,
+	// then every running alert.
 	table.Flush(d.write)
+	if dt != nil {
+		dt.eng.Close(time.Now().UnixNano())
+	}
 	st := table.Stats()
 	if cerr := out.Close(context.Background()); cerr != nil {
 		log.Error("closing outputs", "error", cerr)
@@ -240,7 +289,10 @@ type daemon struct {
 	mgr   *sampler.Manager
 	table *flow.Table
 	out   *outputs
+	dt    *detector       // nil when detection is off
+	ctx   context.Context // the daemon's, for what a reload starts
 
+	reloadMu       sync.Mutex // one reload at a time (SIGHUP, HTTP)
 	mu             sync.Mutex // guards cfg and the reload counters
 	cfg            Config
 	reloads        uint64
@@ -250,8 +302,11 @@ type daemon struct {
 	writeErrLogged time.Time
 }
 
-// write sends expired records to the output.
+// write sends expired records to the output and the detection engine.
 func (d *daemon) write(recs []flow.Record) {
+	if d.dt != nil {
+		d.dt.eng.Records(recs)
+	}
 	if err := d.out.WriteFlows(recs); err != nil {
 		d.mu.Lock()
 		now := time.Now()
@@ -282,8 +337,19 @@ func (d *daemon) expireLoop(ctx context.Context) {
 	}
 }
 
-func httpHandler(reg *prometheus.Registry, mgr *sampler.Manager) http.Handler {
+func (d *daemon) httpHandler(reg *prometheus.Registry) http.Handler {
+	mgr := d.mgr
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := d.reload(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(w, "reloaded")
+	})
+	if d.dt != nil {
+		mux.HandleFunc("GET /api/v1/rules", d.dt.rulesHandler)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")

@@ -405,7 +405,7 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 	if kinds > 1 {
 		bad("baseline", "a rule is one of threshold, baseline, sequence or absence")
 	}
-	if r.kind == kindThreshold && len(r.thresholds) == 0 && r.when == nil {
+	if r.kind == kindThreshold && len(rs.Thresholds) == 0 && rs.When == "" {
 		bad("thresholds", "a threshold rule needs thresholds or when")
 	}
 	if r.kind != kindThreshold && r.kind != kindBaseline && (len(r.measures) > 0 || len(r.thresholds) > 0) {

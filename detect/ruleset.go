@@ -122,10 +122,10 @@ func Load(opts Options) (*RuleSet, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	for _, name := range opts.Disable {
+	for j, name := range opts.Disable {
 		i := slices.IndexFunc(set.rules, func(x *rule) bool { return x.name == name })
 		if i < 0 {
-			errs = append(errs, &OptionError{"disable", fmt.Sprintf("no rule %q", name)})
+			errs = append(errs, &OptionError{fmt.Sprintf("disable[%d]", j), fmt.Sprintf("no rule %q", name)})
 			continue
 		}
 		set.rules = slices.Delete(set.rules, i, i+1)

@@ -106,6 +106,8 @@ func runCmd(args []string, stderr io.Writer) error {
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
 	logLevel := fs.String("log-level", def.Log.Level, "debug, info, warn or error")
 	statsEvery := fs.Duration("stats-every", def.Log.StatsInterval.D, "log a counter summary this often (0: never)")
+	var rules listFlag
+	fs.Var(&rules, "rules", "detection rule file to add to the built-in pack (repeatable)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -117,6 +119,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	override := func(c *daemon.Config) {
+		c.Detect.Rules = append(c.Detect.Rules, rules...)
 		if set["interface"] {
 			c.Capture.Interfaces = ifaces
 		}
@@ -211,6 +214,9 @@ func replayCmd(args []string, stderr io.Writer) error {
 	flowsOut := fs.String("flows-out", "-", "write flows as JSON lines to PATH, or - for stdout")
 	ifname := fs.String("interface", "replay", "interface name written in the records")
 	quiet := fs.Bool("quiet", false, "do not print the summary on stderr")
+	var rules listFlag
+	fs.Var(&rules, "rules", "detection rule file to add to the built-in pack (repeatable)")
+	noDetect := fs.Bool("no-detect", false, "write flows only: run no detection rules")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -228,11 +234,16 @@ func replayCmd(args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	cfg.Detect.Rules = append(cfg.Detect.Rules, rules...)
+	if *noDetect {
+		cfg.Detect.Enabled = false
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	st, err := daemon.Replay(ctx, daemon.ReplayOptions{
 		Files:      fs.Args(),
 		Config:     cfg,
+		ConfigPath: *configPath,
 		SampleRate: uint32(*rate),
 		Seed:       *seed,
 		Output:     *flowsOut,
@@ -243,7 +254,7 @@ func replayCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	if !*quiet {
-		fmt.Fprintf(stderr, "vigil replay: %d packets, %d bytes, %d samples, %d flow records\n", st.Packets, st.Bytes, st.Samples, st.Flows)
+		fmt.Fprintf(stderr, "vigil replay: %d packets, %d bytes, %d samples, %d flow records, %d alert reports\n", st.Packets, st.Bytes, st.Samples, st.Flows, st.Alerts)
 	}
 	return nil
 }
@@ -252,10 +263,12 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("vigil check-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: vigil check-config [-print] FILE")
+		fmt.Fprintln(stderr, "usage: vigil check-config [-print] [-rules FILE]... FILE")
 		fs.PrintDefaults()
 	}
 	printCfg := fs.Bool("print", false, "print the effective configuration (the file over the defaults)")
+	var rules listFlag
+	fs.Var(&rules, "rules", "also check this detection rule file (repeatable)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -266,6 +279,13 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	cfg, err := daemon.LoadConfig(fs.Arg(0))
 	if err != nil {
 		return err
+	}
+	cfg.Detect.Rules = append(cfg.Detect.Rules, rules...)
+	if cfg.Detect.Enabled {
+		// The rule files and lists the configuration names must load too.
+		if _, err := daemon.LoadRules(&cfg, fs.Arg(0)); err != nil {
+			return err
+		}
 	}
 	if *printCfg {
 		b, err := yaml.Marshal(cfg)
