@@ -227,8 +227,8 @@ func TestRulePack(t *testing.T) {
 				if s.Time.Before(c.AttackStart) {
 					t.Errorf("%s started at %s, before the attack at %s", c.Rule, s.Time, c.AttackStart)
 				}
-				t.Logf("%s: detected %s after the attack began (event time), severity %s, sampling rate %d, techniques %v",
-					c.Rule, s.Time.Sub(c.AttackStart), s.Severity, s.SamplingRate, s.Techniques)
+				t.Logf("%s at 1:%d: %s detected %s after the attack began (event time), severity %s, sampling rate %d, techniques %v",
+					c.Name, rate, c.Rule, s.Time.Sub(c.AttackStart), s.Severity, s.SamplingRate, s.Techniques)
 			})
 		}
 	}
