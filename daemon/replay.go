@@ -25,6 +25,10 @@ type ReplayOptions struct {
 	Log        *slog.Logger
 }
 
+// replayTick is the longest stretch of capture time a replay hands the
+// flow table and the detection engine at once.
+const replayTick = int64(100 * time.Millisecond)
+
 // ReplayStats is what a replay counted.
 type ReplayStats struct {
 	Packets uint64 // every packet in the files
@@ -103,17 +107,27 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 	latest := int64(0)
 	for _, path := range opts.Files {
 		err := src.ReadFileFunc(ctx, path, func(batch []flow.Sample) error {
-			feeder.Add(batch)
-			if eng != nil {
-				eng.Samples(batch)
-			}
-			for i := range batch {
-				latest = max(latest, batch[i].Timestamp)
-			}
-			clock.SetNano(latest)
-			table.Expire(write)
-			if eng != nil {
-				eng.Advance(latest)
+			// The table and the engine see at most replayTick of
+			// capture time at once, and their clocks move between, as
+			// they would live, however much time a batch spans.
+			for len(batch) > 0 {
+				n := 1
+				for n < len(batch) && batch[n].Timestamp/replayTick == batch[0].Timestamp/replayTick {
+					n++
+				}
+				for i := range batch[:n] {
+					latest = max(latest, batch[i].Timestamp)
+				}
+				feeder.Add(batch[:n])
+				if eng != nil {
+					eng.Samples(batch[:n])
+				}
+				clock.SetNano(latest)
+				table.Expire(write)
+				if eng != nil {
+					eng.Advance(latest)
+				}
+				batch = batch[n:]
 			}
 			return cmp.Or(werr, werrAlerts)
 		})

@@ -58,6 +58,9 @@ type rule struct {
 	quiet       int64
 	maxKeys     int
 	hasDistinct bool
+	// distinctNeeded: a threshold or the condition reads a distinct count,
+	// so it is estimated while evaluating, not only for reports.
+	distinctNeeded bool
 
 	// baseline
 	blMeasure    int
@@ -110,6 +113,7 @@ type measure struct {
 	kind   measureKind
 	value  valueKind // mSum, mRate
 	field  hashField // mDistinct
+	once   bool      // mDistinct: values seen about once, scaled by the sampling rate
 	a, b   int       // mRatio: measure indexes
 	filter Filter    // nil: every event of the rule
 	dslot  int       // mDistinct: index among the rule's distinct measures
@@ -276,12 +280,19 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 			}
 			m.value = v
 		}
-		if ms.Distinct != "" {
+		for _, d := range []struct {
+			key, field string
+			once       bool
+		}{{"distinct", ms.Distinct, false}, {"distinct_once", ms.DistinctOnce, true}} {
+			if d.field == "" {
+				continue
+			}
 			set++
 			m.kind = mDistinct
-			hf, ok := hashFields[ms.Distinct]
+			m.once = d.once
+			hf, ok := hashFields[d.field]
 			if !ok {
-				bad(path+".distinct", "%q: distinct counts src_addr, dst_addr, src_port, dst_port or proto", ms.Distinct)
+				bad(path+"."+d.key, "%q: distinct counts src_addr, dst_addr, src_port, dst_port or proto", d.field)
 			}
 			m.field = hf
 			m.dslot = countDistinct(r.measures)
@@ -307,7 +318,7 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 			}
 		}
 		if set != 1 {
-			bad(path, "needs exactly one of sum, rate, distinct, ratio")
+			bad(path, "needs exactly one of sum, rate, distinct, distinct_once, ratio")
 		}
 		if ms.Filter != "" && m.kind != mRatio {
 			m.filter = compileFilter(path+".filter", ms.Filter)
@@ -327,7 +338,13 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		}
 		r.thresholds = append(r.thresholds, threshold{m: i, limit: rs.Thresholds[n]})
 	}
+	for _, th := range r.thresholds {
+		if r.measures[th.m].kind == mDistinct || r.measures[th.m].kind == mRatio {
+			r.distinctNeeded = r.hasDistinct
+		}
+	}
 	if rs.When != "" {
+		r.distinctNeeded = r.hasDistinct
 		c, err := CompileCondition(rs.When, names)
 		if err != nil {
 			bad("when", "%v", err)

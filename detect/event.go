@@ -56,8 +56,8 @@ type Event struct {
 	Direction flow.Direction
 	Ifindex   uint32
 	VNI       uint32
-	Fragment  bool // an IP fragment, first or not
-	NonFirst  bool // a fragment after the first: no ports
+	Fragment  bool   // an IP fragment, first or not
+	NonFirst  bool   // a fragment after the first: no ports
 	Packets   uint64 // estimated
 	Bytes     uint64 // estimated
 	Samples   uint64 // samples behind the event: 1 for a sample

@@ -64,6 +64,10 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64) {
 			a.start = ks.last
 		}
 		a.id = alertID(r.name, &ks.key, a.start)
+		if r.hasDistinct && vals != nil && ks.rows != nil {
+			// Distinct counts no threshold needed: for the report.
+			ks.values(r, vals, rs.scratch, true)
+		}
 		ks.alert = a
 		rs.active[ks] = struct{}{}
 		a.last, a.lastReport = t, t

@@ -48,13 +48,18 @@ type RuleSpec struct {
 }
 
 // MeasureSpec is one aggregate of a rule: exactly one of Sum, Rate,
-// Distinct and Ratio, over the events its own Filter (if any) keeps.
+// Distinct, DistinctOnce and Ratio, over the events its own Filter (if
+// any) keeps.
 type MeasureSpec struct {
-	Sum      string   `yaml:"sum"`      // packets, bytes, bits or samples, summed over the window
-	Rate     string   `yaml:"rate"`     // the same, per second over the window
-	Distinct string   `yaml:"distinct"` // a field: distinct values (HyperLogLog) over the window
-	Ratio    []string `yaml:"ratio"`    // [a, b]: measure a over measure b
-	Filter   string   `yaml:"filter"`
+	Sum      string `yaml:"sum"`      // packets, bytes, bits or samples, summed over the window
+	Rate     string `yaml:"rate"`     // the same, per second over the window
+	Distinct string `yaml:"distinct"` // a field: distinct values seen (HyperLogLog) over the window
+	// DistinctOnce is Distinct for values each seen about once (scans,
+	// spoofed sources): the distinct values sampled times the sampling
+	// rate estimates how many there were.
+	DistinctOnce string   `yaml:"distinct_once"`
+	Ratio        []string `yaml:"ratio"` // [a, b]: measure a over measure b
+	Filter       string   `yaml:"filter"`
 }
 
 // BaselineSpec makes a rule compare a measure with its own moving mean

@@ -202,9 +202,9 @@ func (rs *ruleState) met(ks *keyState, t int64) bool {
 			return false
 		}
 	}
-	if r.hasDistinct && t >= ks.nextDistinct {
+	if r.distinctNeeded && t >= ks.nextDistinct {
 		ks.values(r, vals, rs.scratch, true)
-		ks.nextDistinct = t + max(r.slot/4, 1)
+		ks.nextDistinct = t + max(min(r.slot/4, int64(100*time.Millisecond)), 1)
 	}
 	return rs.pass(ks.limits, vals)
 }

@@ -15,9 +15,10 @@ const (
 	extraCols
 )
 
-// hllPrecision: 2^12 registers, about 1.6% standard error; sparse while
-// small, so the many keys with few values stay cheap.
-const hllPrecision = 12
+// hllPrecision: 2^10 registers, about 3% standard error, plenty for
+// thresholds; sparse while small, so the many keys with few values stay
+// cheap.
+const hllPrecision = 10
 
 // keyState is what a rule keeps for one key: a sliding window of time
 // slots, and the alert, baseline or sequence state of the key.
@@ -100,7 +101,6 @@ func (ks *keyState) advance(r *rule, s int64) {
 		clear(ks.win)
 	}
 	ks.head = s
-	ks.nextDistinct = 0
 }
 
 // add accounts an event in slot s, which must be inside the window.
@@ -135,9 +135,6 @@ func (ks *keyState) add(r *rule, e *Event, s int64) {
 		row[nm+j] += v
 		ks.win[nm+j] += v
 	}
-	if nd > 0 {
-		ks.nextDistinct = 0
-	}
 }
 
 // effRate is the mean sampling rate of the window's events.
@@ -168,9 +165,12 @@ func (ks *keyState) values(r *rule, vals []float64, scratch *hyperloglog.Sketch,
 			if withDistinct {
 				ks.distinct[m.dslot] = ks.estimate(r, m.dslot, scratch)
 			}
-			// Scaled by the sampling rate: an estimate of distinct
-			// values each seen about once (scans, spoofed sources).
-			vals[i] = ks.distinct[m.dslot] * rate
+			vals[i] = ks.distinct[m.dslot]
+			if m.once {
+				// Values seen about once (scans, spoofed sources):
+				// each sampled one stands for rate of them.
+				vals[i] *= rate
+			}
 		}
 	}
 	for i := range r.measures {
