@@ -327,9 +327,13 @@ func TestAlertCloseEndsEverything(t *testing.T) {
 	if len(starts) != 2 || len(ends) != 2 {
 		t.Fatalf("%d starts, %d ends, want 2 and 2", len(starts), len(ends))
 	}
-	for i := range starts {
-		if starts[i].ID != ends[i].ID || ends[i].Time != engMS(1200) {
-			t.Errorf("end %d: ID %s Time %d, start ID %s", i, ends[i].ID, ends[i].Time, starts[i].ID)
+	startIDs := map[string]string{} // by key; Close ends in no set order
+	for _, a := range starts {
+		startIDs[a.Key[0].Value] = a.ID
+	}
+	for _, a := range ends {
+		if a.ID != startIDs[a.Key[0].Value] || a.Time != engMS(1200) {
+			t.Errorf("end of %v: ID %s Time %d, start ID %s", a.Key, a.ID, a.Time, startIDs[a.Key[0].Value])
 		}
 	}
 	if starts[1].Key[0].Value != "2001:db8::7" {
