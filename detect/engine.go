@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"reflect"
 	"sync"
 	"time"
 
@@ -86,8 +87,10 @@ func (e *Engine) install(set *RuleSet, old []*ruleState) {
 	e.set = set
 	e.rules = e.rules[:0:0]
 	for _, r := range set.rules {
-		if rs, ok := keep[r.name]; ok && rs.r.canon == r.canon && sameLimits(rs, set, r) {
+		if rs, ok := keep[r.name]; ok && rs.r.canon == r.canon && sameLimits(rs, set, r) &&
+			reflect.DeepEqual(rs.groupSpec, set.opts.HostGroups) {
 			rs.r = r
+			rs.groups = set.groups
 			e.rules = append(e.rules, rs)
 			continue
 		}
@@ -270,11 +273,12 @@ func (e *Engine) runChained(evs []Event, depth int) {
 // and updates; ends always pass so every reported start is ended.
 func (e *Engine) report(rs *ruleState, a flow.Alert) bool {
 	if a.State != flow.AlertEnd {
-		if !rs.bucket.take(e.now) {
+		now := max(e.now, a.Time)
+		if !rs.bucket.take(now) {
 			rs.stats.suppressed++
 			return false
 		}
-		if !e.global.take(e.now) {
+		if !e.global.take(now) {
 			e.stats.suppressed++
 			rs.stats.suppressed++
 			return false

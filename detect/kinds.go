@@ -142,7 +142,6 @@ func (rs *ruleState) sequenceEvent(e *Engine, source Source, ev *Event) {
 			sq.stage = 0
 			rs.trigger(e, ks, ev.Time, nil)
 			if a := ks.alert; a != nil {
-				a.start = min(a.start, sq.t0)
 				a.account(ev)
 			}
 		}

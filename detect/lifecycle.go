@@ -60,8 +60,11 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64) {
 			a.packets, a.bytes = ks.win[nm+colPackets], ks.win[nm+colBytes]
 			a.samples, a.rateSum = ks.win[nm+colSamples], ks.win[nm+colRateSum]
 		}
-		if r.kind == kindAbsence {
+		switch r.kind {
+		case kindAbsence:
 			a.start = ks.last
+		case kindSequence:
+			a.start = ks.seq.t0
 		}
 		a.id = alertID(r.name, &ks.key, a.start)
 		if r.hasDistinct && vals != nil && ks.rows != nil {
@@ -213,6 +216,7 @@ func alertID(rule string, k *keyBuf, start int64) string {
 type bucket struct {
 	rate, burst, tokens float64
 	last                int64
+	started             bool
 }
 
 func newBucket(rate float64) bucket {
@@ -220,11 +224,11 @@ func newBucket(rate float64) bucket {
 }
 
 func (b *bucket) take(now int64) bool {
-	if b.last != 0 && now > b.last {
+	if b.started && now > b.last {
 		b.tokens = min(b.burst, b.tokens+float64(now-b.last)/1e9*b.rate)
 	}
-	if now > b.last {
-		b.last = now
+	if !b.started || now > b.last {
+		b.last, b.started = now, true
 	}
 	if b.tokens < 1 {
 		return false

@@ -13,6 +13,7 @@ type RuleStats struct {
 	Matches     uint64 // events its filter kept
 	Late        uint64 // events older than the window: dropped
 	Evictions   uint64 // keys dropped because the rule's state was full
+	StateFull   uint64 // events dropped: the state was full of keys with running alerts
 	Suppressed  uint64 // alert reports held back by the rate limits
 	Starts      uint64
 	Updates     uint64
@@ -31,7 +32,7 @@ func (e *Engine) Stats() []RuleStats {
 		s := &rs.stats
 		out[i] = RuleStats{
 			Rule: rs.r.name, Events: s.events, Matches: s.matches, Late: s.late,
-			Evictions: s.evictions, Suppressed: s.suppressed,
+			Evictions: s.evictions, StateFull: s.full, Suppressed: s.suppressed,
 			Starts: s.alerts[flow.AlertStart], Updates: s.alerts[flow.AlertUpdate], Ends: s.alerts[flow.AlertEnd],
 			EvalSeconds: float64(s.evalNanos) / 1e9, Keys: len(rs.keys), Active: len(rs.active),
 		}
@@ -59,6 +60,7 @@ var (
 	descMatches    = prometheus.NewDesc("vigil_detect_matches_total", "Events a rule's filter kept.", []string{"rule"}, nil)
 	descLate       = prometheus.NewDesc("vigil_detect_late_events_total", "Events older than a rule's window, dropped.", []string{"rule"}, nil)
 	descEvictions  = prometheus.NewDesc("vigil_detect_evictions_total", "Keys a rule dropped because its state was full.", []string{"rule"}, nil)
+	descFull       = prometheus.NewDesc("vigil_detect_state_full_total", "Events a rule dropped: its state was full of keys with running alerts.", []string{"rule"}, nil)
 	descSuppressed = prometheus.NewDesc("vigil_detect_alerts_suppressed_total", "Alert reports held back by the rate limits.", []string{"rule"}, nil)
 	descAlerts     = prometheus.NewDesc("vigil_detect_alerts_total", "Alert reports, by state.", []string{"rule", "state"}, nil)
 	descEval       = prometheus.NewDesc("vigil_detect_eval_seconds_total", "Time a rule spent evaluating events.", []string{"rule"}, nil)
@@ -78,7 +80,7 @@ func NewCollector(e *Engine) *Collector { return &Collector{e} }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEvents, descMatches, descLate, descEvictions, descSuppressed,
+	for _, d := range []*prometheus.Desc{descEvents, descMatches, descLate, descEvictions, descFull, descSuppressed,
 		descAlerts, descEval, descKeys, descActive, descRules, descGlobalSupp, descChainDrop, descListLen} {
 		ch <- d
 	}
@@ -97,6 +99,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descMatches, float64(s.Matches), s.Rule)
 		counter(descLate, float64(s.Late), s.Rule)
 		counter(descEvictions, float64(s.Evictions), s.Rule)
+		counter(descFull, float64(s.StateFull), s.Rule)
 		counter(descSuppressed, float64(s.Suppressed), s.Rule)
 		counter(descAlerts, float64(s.Starts), s.Rule, "start")
 		counter(descAlerts, float64(s.Updates), s.Rule, "update")

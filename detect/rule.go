@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 )
@@ -171,9 +172,10 @@ func locate(name string, file *ast.File, fes []fieldError) error {
 		if n := yamlerr.NodeAt(file, fe.path); n != nil {
 			pos := n.GetToken().Position
 			re.Line, re.Column = pos.Line, pos.Column
-		} else if n := yamlerr.NodeAt(file, parentPath(fe.path)); n != nil {
-			pos := n.GetToken().Position
-			re.Line, re.Column = pos.Line, pos.Column
+		} else if tk := keyToken(file, parentPath(fe.path)); tk != nil {
+			// A missing field: point at the key of the mapping it
+			// belongs in.
+			re.Line, re.Column = tk.Position.Line, tk.Position.Column
 		}
 		res[i] = re
 	}
@@ -192,6 +194,30 @@ func locate(name string, file *ast.File, fes []fieldError) error {
 		errs[i] = re
 	}
 	return errors.Join(errs...)
+}
+
+// keyToken finds the token of the key whose value is at path.
+func keyToken(file *ast.File, path string) *token.Token {
+	var found *token.Token
+	for _, doc := range file.Docs {
+		ast.Walk(visitFunc(func(n ast.Node) bool {
+			if mv, ok := n.(*ast.MappingValueNode); ok && found == nil &&
+				strings.TrimPrefix(mv.Value.GetPath(), "$.") == path {
+				found = mv.Key.GetToken()
+			}
+			return found == nil
+		}), doc)
+	}
+	return found
+}
+
+type visitFunc func(ast.Node) bool
+
+func (f visitFunc) Visit(n ast.Node) ast.Visitor {
+	if n == nil || !f(n) {
+		return nil
+	}
+	return f
 }
 
 // parentPath drops the last element of a dotted path, so a missing key

@@ -14,18 +14,21 @@ const flowLateness = int64(90 * time.Second)
 // ruleState is a rule and its state: the keys it tracks and their
 // alerts, its rate limit and its counters.
 type ruleState struct {
-	r        *rule
-	keys     map[keyBuf]*keyState
-	active   map[*keyState]struct{}
-	bucket   bucket
-	limits   []float64   // the rule's thresholds, overridden by the configuration
-	byGroup  [][]float64 // per host group
-	groups   *hostGroups
-	vals     []float64
-	scratch  *hyperloglog.Sketch
-	lateness int64
-	depth    int // chain depth of the alerts being processed
-	stats    ruleStats
+	r       *rule
+	keys    map[keyBuf]*keyState
+	active  map[*keyState]struct{}
+	bucket  bucket
+	limits  []float64   // the rule's thresholds, overridden by the configuration
+	byGroup [][]float64 // per host group
+	groups  *hostGroups
+	// groupSpec: the host groups the limits came from, to tell on
+	// reload whether they changed.
+	groupSpec []HostGroup
+	vals      []float64
+	scratch   *hyperloglog.Sketch
+	lateness  int64
+	depth     int // chain depth of the alerts being processed
+	stats     ruleStats
 }
 
 // ruleStats are a rule's counters, read by metrics under the engine lock.
@@ -34,6 +37,7 @@ type ruleStats struct {
 	matches    uint64 // events the rule's filter kept
 	late       uint64 // too old for the window: dropped
 	evictions  uint64 // keys dropped because the rule's state was full
+	full       uint64 // events dropped: the state was full of keys with running alerts
 	suppressed uint64 // alerts held back by rate limits
 	alerts     [4]uint64
 	evalNanos  uint64
@@ -49,6 +53,7 @@ func newRuleState(r *rule, set *RuleSet, rate float64) *ruleState {
 		scratch: newScratch(),
 		groups:  set.groups,
 	}
+	rs.groupSpec = set.opts.HostGroups
 	rs.limits, rs.byGroup = set.limitsOf(r)
 	if r.sources&(1<<SourceFlows) != 0 {
 		rs.lateness = flowLateness
@@ -94,14 +99,15 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 		for vk, vs := range rs.keys {
 			if vs.alert == nil {
 				delete(rs.keys, vk)
+				rs.stats.evictions++
 				break
 			}
 			if tries++; tries >= 16 {
 				break
 			}
 		}
-		rs.stats.evictions++
 		if len(rs.keys) >= rs.r.maxKeys {
+			rs.stats.full++
 			return nil
 		}
 	}
