@@ -16,6 +16,7 @@ const flowLateness = int64(90 * time.Second)
 type ruleState struct {
 	r       *rule
 	keys    map[keyBuf]*keyState
+	free    []*keyState // dropped states, for reuse
 	active  map[*keyState]struct{}
 	bucket  bucket
 	limits  []float64   // the rule's thresholds, overridden by the configuration
@@ -98,7 +99,7 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 		tries := 0
 		for vk, vs := range rs.keys {
 			if vs.alert == nil {
-				delete(rs.keys, vk)
+				rs.drop(vk, vs)
 				rs.stats.evictions++
 				break
 			}
@@ -119,10 +120,28 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 			}
 		}
 	}
-	ks := newKeyState(rs.r, k, limits)
+	var ks *keyState
+	if n := len(rs.free); n > 0 {
+		ks, rs.free = rs.free[n-1], rs.free[:n-1]
+		ks.reuse(k, limits)
+	} else {
+		ks = newKeyState(rs.r, k, limits)
+	}
 	ks.first, ks.last = t, t
 	rs.keys[k] = ks
 	return ks
+}
+
+// maxFree bounds the key states a rule keeps for reuse.
+const maxFree = 1024
+
+// drop forgets a key; its state is kept for reuse, so floods of new
+// keys (spoofed sources) do not allocate for every one.
+func (rs *ruleState) drop(k keyBuf, ks *keyState) {
+	delete(rs.keys, k)
+	if len(rs.free) < maxFree {
+		rs.free = append(rs.free, ks)
+	}
 }
 
 // process runs the rule over events of one source.
@@ -270,22 +289,22 @@ func (rs *ruleState) sweep(e *Engine, now int64) {
 		switch r.kind {
 		case kindThreshold:
 			if ks.last < wnow-r.window {
-				delete(rs.keys, k)
+				rs.drop(k, ks)
 			}
 		case kindBaseline:
 			if ks.last < wnow-max(10*r.window, int64(5*time.Minute)) {
-				delete(rs.keys, k)
+				rs.drop(k, ks)
 			}
 		case kindSequence:
 			if ks.seq.stage == 0 || wnow-ks.seq.t0 > r.within {
-				delete(rs.keys, k)
+				rs.drop(k, ks)
 			}
 		case kindAbsence:
 			silent := wnow - ks.last
 			if silent >= r.after && ks.last-ks.first >= r.learn {
 				rs.trigger(e, ks, now, nil)
 			} else if silent >= r.after {
-				delete(rs.keys, k) // never established: forget it
+				rs.drop(k, ks) // never established: forget it
 			}
 		}
 	}

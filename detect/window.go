@@ -67,6 +67,26 @@ func newKeyState(r *rule, k keyBuf, limits []float64) *keyState {
 	return ks
 }
 
+// reuse resets a dropped key state for another key.
+func (ks *keyState) reuse(k keyBuf, limits []float64) {
+	clear(ks.rows)
+	clear(ks.win)
+	for i := range ks.slotIdx {
+		ks.slotIdx[i] = -1
+	}
+	for _, sk := range ks.hll {
+		if sk != nil {
+			sk.Reset()
+		}
+	}
+	clear(ks.distinct)
+	for i := range ks.evidence {
+		ks.evidence[i].reset()
+	}
+	*ks = keyState{key: k, head: -1, limits: limits, rows: ks.rows, slotIdx: ks.slotIdx, win: ks.win,
+		hll: ks.hll, distinct: ks.distinct, evidence: ks.evidence}
+}
+
 // advance moves the window's head to slot s, clearing the slots that
 // leave the window.
 func (ks *keyState) advance(r *rule, s int64) {
