@@ -109,9 +109,14 @@ func (dt *detector) advance(ctx context.Context) {
 	}
 }
 
-// replace installs a new rule set (reload) and watches its lists.
-func (dt *detector) replace(ctx context.Context, set *detect.RuleSet) {
+// replace installs a new rule set and limits (reload) and watches the
+// new lists.
+func (dt *detector) replace(ctx context.Context, set *detect.RuleSet, cfg *DetectConfig) {
 	dt.eng.Replace(set)
+	dt.eng.SetConfig(cfg.engineConfig())
+	dt.mu.Lock()
+	dt.poll = cfg.ListPollInterval.D
+	dt.mu.Unlock()
 	dt.watch(ctx)
 	dt.log.Info("detection rules reloaded", "rules", len(set.Names()))
 }

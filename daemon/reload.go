@@ -63,7 +63,7 @@ func (d *daemon) reload() error {
 	d.cfg = running
 	d.mu.Unlock()
 	if rules != nil {
-		d.dt.replace(d.ctx, rules)
+		d.dt.replace(d.ctx, rules, &next.Detect)
 	}
 	d.recordReload(true)
 	if len(restart) > 0 {

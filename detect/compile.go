@@ -31,6 +31,7 @@ const (
 	defaultQuiet       = 30 * time.Second
 	defaultMaxKeys     = 100_000
 	maxGroupFields     = 4
+	maxSteps           = 16
 	minSlot            = time.Millisecond
 )
 
@@ -358,11 +359,17 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 			return slices.ContainsFunc(r.group, func(g groupField) bool { return g.base == f })
 		})
 	}
+	ports := 0
 	for i, f := range evidence {
 		ef, ok := evidenceFields[f]
 		if !ok {
 			bad(fmt.Sprintf("evidence[%d]", i), "%q: evidence is src_addr, dst_addr, src_port or dst_port", f)
 			continue
+		}
+		if ef == evSrcPort || ef == evDstPort {
+			if ports++; ports > 1 {
+				bad(fmt.Sprintf("evidence[%d]", i), "alerts show one port field: src_port or dst_port")
+			}
 		}
 		r.evidence = append(r.evidence, ef)
 	}
@@ -388,6 +395,11 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		if r.blDeviations <= 0 {
 			bad("baseline.deviations", "must be positive")
 		}
+		for _, n := range names {
+			if k := rs.Measures[n]; k.Sum == "" && k.Rate == "" {
+				bad("measures."+n, "a baseline rule's measures are sums or rates")
+			}
+		}
 	}
 	if s := rs.Sequence; s != nil {
 		kinds++
@@ -396,8 +408,8 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		if r.within == 0 {
 			bad("sequence.within", "a sequence needs a time limit")
 		}
-		if len(s.Steps) < 2 {
-			bad("sequence.steps", "a sequence needs at least two steps")
+		if len(s.Steps) < 2 || len(s.Steps) > maxSteps {
+			bad("sequence.steps", "a sequence has 2 to %d steps", maxSteps)
 		}
 		r.sources = 0
 		for i, st := range s.Steps {
@@ -420,7 +432,11 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		r.learn = duration("absence.learn", a.Learn, 5*time.Minute)
 	}
 	if kinds > 1 {
-		bad("baseline", "a rule is one of threshold, baseline, sequence or absence")
+		second := "absence"
+		if rs.Baseline != nil && rs.Sequence != nil {
+			second = "sequence"
+		}
+		bad(second, "a rule is one of threshold, baseline, sequence or absence")
 	}
 	if r.kind == kindThreshold && len(rs.Thresholds) == 0 && rs.When == "" {
 		bad("thresholds", "a threshold rule needs thresholds or when")

@@ -119,6 +119,23 @@ func (e *Engine) Replace(set *RuleSet) {
 	e.flush()
 }
 
+// SetConfig changes the alert rate limits (a reload).
+func (e *Engine) SetConfig(cfg EngineConfig) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cfg.AlertsPerSecond <= 0 {
+		cfg.AlertsPerSecond = DefaultAlertsPerSecond
+	}
+	if cfg.RuleAlertsPerSecond <= 0 {
+		cfg.RuleAlertsPerSecond = DefaultRuleAlertsPerSecond
+	}
+	e.cfg = cfg
+	e.global.setRate(cfg.AlertsPerSecond)
+	for _, rs := range e.rules {
+		rs.bucket.setRate(cfg.RuleAlertsPerSecond)
+	}
+}
+
 // RuleSet returns the running rule set.
 func (e *Engine) RuleSet() *RuleSet {
 	e.mu.Lock()

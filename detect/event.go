@@ -147,6 +147,14 @@ func (e *Event) FromAlert(a *flow.Alert) {
 			e.SrcAddr, _ = netip.ParseAddr(kv.Value)
 		case "dst_addr":
 			e.DstAddr, _ = netip.ParseAddr(kv.Value)
+		case "src_prefix":
+			if p, err := netip.ParsePrefix(kv.Value); err == nil {
+				e.SrcAddr = p.Addr()
+			}
+		case "dst_prefix":
+			if p, err := netip.ParsePrefix(kv.Value); err == nil {
+				e.DstAddr = p.Addr()
+			}
 		case "src_port":
 			p, _ := strconv.ParseUint(kv.Value, 10, 16)
 			e.SrcPort = uint16(p)

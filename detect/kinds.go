@@ -96,7 +96,7 @@ func (rs *ruleState) judge(e *Engine, ks *keyState, vals []float64, t int64) {
 		noise := math.Sqrt(max(bl.rate, 1)*max(bl.mean*secs, 1)) / secs
 		sd := max(math.Sqrt(bl.vr), 0.1*bl.mean, noise)
 		if v >= bl.mean+r.blDeviations*sd && rs.pass(ks.limits, vals) {
-			rs.trigger(e, ks, t, vals)
+			rs.trigger(e, ks, t, vals, nil)
 			return
 		}
 	}
@@ -140,10 +140,10 @@ func (rs *ruleState) sequenceEvent(e *Engine, source Source, ev *Event) {
 		sq.stage++
 		if sq.stage == len(r.steps) {
 			sq.stage = 0
-			rs.trigger(e, ks, ev.Time, nil)
-			if a := ks.alert; a != nil {
-				a.account(ev)
+			if ks.alert != nil {
+				ks.alert.account(ev)
 			}
+			rs.trigger(e, ks, ev.Time, nil, ev)
 		}
 	case match&1 != 0:
 		sq.stage, sq.t0 = 1, ev.Time

@@ -48,8 +48,9 @@ func (a *alertState) current(ks *keyState, r *rule) {
 }
 
 // trigger records that the rule's condition holds for a key at t: it
-// starts an alert, or keeps the running one alive.
-func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64) {
+// starts an alert, or keeps the running one alive. ev, when not nil, is
+// the event that completed a sequence: a new alert counts it.
+func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64, ev *Event) {
 	r := rs.r
 	a := ks.alert
 	if a == nil {
@@ -67,6 +68,9 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64) {
 			a.start = ks.seq.t0
 		}
 		a.id = alertID(r.name, &ks.key, a.start)
+		if ev != nil {
+			a.account(ev)
+		}
 		if r.hasDistinct && vals != nil && ks.rows != nil {
 			// Distinct counts no threshold needed: for the report.
 			ks.values(r, vals, rs.scratch, true)
@@ -191,13 +195,22 @@ func (rs *ruleState) summary(al *flow.Alert, a *alertState, limits []float64) st
 		} else {
 			b.WriteString(", ")
 		}
-		b.WriteString(r.names[th.m] + " " + strconv.FormatFloat(a.vals[th.m], 'f', 0, 64))
+		b.WriteString(r.names[th.m] + " " + formatValue(a.vals[th.m]))
 		b.WriteString(" >= " + strconv.FormatFloat(limits[i], 'f', -1, 64))
 	}
 	if r.kind == kindBaseline {
 		b.WriteString(" (above its baseline)")
 	}
 	return b.String()
+}
+
+// formatValue prints a measure: whole above 100, three significant
+// digits below (ratios, small rates).
+func formatValue(v float64) string {
+	if v >= 100 || v <= -100 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
 }
 
 // alertID is stable for one alert: its rule, key and start.
@@ -221,6 +234,12 @@ type bucket struct {
 
 func newBucket(rate float64) bucket {
 	return bucket{rate: rate, burst: 2 * rate, tokens: 2 * rate}
+}
+
+// setRate changes the rate and burst, keeping the tokens in hand.
+func (b *bucket) setRate(rate float64) {
+	b.rate, b.burst = rate, 2*rate
+	b.tokens = min(b.tokens, b.burst)
 }
 
 func (b *bucket) take(now int64) bool {

@@ -8,19 +8,19 @@ import (
 
 // RuleStats are one rule's counters.
 type RuleStats struct {
-	Rule        string
-	Events      uint64 // events of the rule's sources evaluated
-	Matches     uint64 // events its filter kept
-	Late        uint64 // events older than the window: dropped
-	Evictions   uint64 // keys dropped because the rule's state was full
-	StateFull   uint64 // events dropped: the state was full of keys with running alerts
-	Suppressed  uint64 // alert reports held back by the rate limits
-	Starts      uint64
-	Updates     uint64
-	Ends        uint64
-	EvalSeconds float64 // time spent evaluating
-	Keys        int     // keys tracked now
-	Active      int     // alerts running now
+	Rule        string  `json:"rule"`
+	Events      uint64  `json:"events"`     // events of the rule's sources evaluated
+	Matches     uint64  `json:"matches"`    // events its filter kept
+	Late        uint64  `json:"late"`       // events older than the window: dropped
+	Evictions   uint64  `json:"evictions"`  // keys dropped because the rule's state was full
+	StateFull   uint64  `json:"state_full"` // events dropped: the state was full of keys with running alerts
+	Suppressed  uint64  `json:"suppressed"` // alert reports held back by the rate limits
+	Starts      uint64  `json:"starts"`
+	Updates     uint64  `json:"updates"`
+	Ends        uint64  `json:"ends"`
+	EvalSeconds float64 `json:"eval_seconds"` // time spent evaluating
+	Keys        int     `json:"keys"`         // keys tracked now
+	Active      int     `json:"active"`       // alerts running now
 }
 
 // Stats returns every running rule's counters.

@@ -246,7 +246,7 @@ func (rs *ruleState) pass(limits, vals []float64) bool {
 
 func (rs *ruleState) evaluate(e *Engine, ks *keyState, t int64) {
 	if rs.met(ks, t) {
-		rs.trigger(e, ks, t, rs.vals)
+		rs.trigger(e, ks, t, rs.vals, nil)
 	}
 }
 
@@ -302,7 +302,7 @@ func (rs *ruleState) sweep(e *Engine, now int64) {
 		case kindAbsence:
 			silent := wnow - ks.last
 			if silent >= r.after && ks.last-ks.first >= r.learn {
-				rs.trigger(e, ks, now, nil)
+				rs.trigger(e, ks, now, nil, nil)
 			} else if silent >= r.after {
 				rs.drop(k, ks) // never established: forget it
 			}
