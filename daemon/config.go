@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/yamlerr"
 	"github.com/vigil-sensor/vigil/sampler"
 )
 
@@ -135,8 +136,8 @@ func (c *Config) Validate() []*FieldError {
 		{"log.stats_interval", c.Log.StatsInterval, true},
 	} {
 		switch {
-		case d.d.invalid != "":
-			bad(d.field, "%q is not a duration (examples: 15s, 1m30s, 500ms)", d.d.invalid)
+		case d.d.Invalid() != "":
+			bad(d.field, "%q is not a duration (examples: 15s, 1m30s, 500ms)", d.d.Invalid())
 		case d.d.D < 0 || (d.d.D == 0 && !d.zero):
 			bad(d.field, "must be positive, got %s", d.d.D)
 		}
@@ -162,28 +163,9 @@ func (c *Config) Validate() []*FieldError {
 	return errs
 }
 
-// Duration is a time.Duration written as "15s" or "1m30s" in YAML.
-// A value that does not parse is kept and reported by Validate, which
-// knows the field's path and so its line.
-type Duration struct {
-	D       time.Duration
-	invalid string
-}
-
-// UnmarshalYAML parses a duration string.
-func (d *Duration) UnmarshalYAML(b []byte) error {
-	s := strings.Trim(strings.TrimSpace(string(b)), `"'`)
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		*d = Duration{invalid: s}
-		return nil
-	}
-	*d = Duration{D: v}
-	return nil
-}
-
-// MarshalYAML writes the duration as a string.
-func (d Duration) MarshalYAML() (any, error) { return d.D.String(), nil }
+// Duration is a time.Duration written as "15s" or "1m30s" in YAML; a
+// value that does not parse is reported by Validate with its line.
+type Duration = yamlerr.Duration
 
 func (c *Config) flowConfig() flow.Config {
 	fc := flow.DefaultConfig()

@@ -1,12 +1,8 @@
 package daemon
 
 import (
-	"cmp"
-	"errors"
 	"fmt"
-	"math"
 	"os"
-	"slices"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -51,31 +47,11 @@ func ParseConfig(name string, src []byte) (Config, error) {
 	}
 	cfg.Export.fillDefaults()
 	if fes := cfg.Validate(); len(fes) > 0 {
-		ces := make([]*ConfigError, len(fes))
+		ps := make([]yamlerr.Problem, len(fes))
 		for i, fe := range fes {
-			ce := &ConfigError{File: name, Field: fe.Field, Msg: fe.Msg}
-			if n := yamlerr.NodeAt(file, fe.Field); n != nil {
-				pos := n.GetToken().Position
-				ce.Line, ce.Column = pos.Line, pos.Column
-			}
-			ces[i] = ce
+			ps[i] = yamlerr.Problem{Field: fe.Field, Msg: fe.Msg}
 		}
-		// In file order; problems with defaults (no line) last.
-		slices.SortStableFunc(ces, func(a, b *ConfigError) int {
-			la, lb := a.Line, b.Line
-			if la == 0 {
-				la = math.MaxInt
-			}
-			if lb == 0 {
-				lb = math.MaxInt
-			}
-			return cmp.Or(cmp.Compare(la, lb), cmp.Compare(a.Column, b.Column))
-		})
-		errs := make([]error, len(ces))
-		for i, ce := range ces {
-			errs[i] = ce
-		}
-		return Config{}, errors.Join(errs...)
+		return Config{}, yamlerr.Locate(name, file, ps)
 	}
 	return cfg, nil
 }

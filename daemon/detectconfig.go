@@ -72,8 +72,8 @@ func (c *DetectConfig) validate(bad func(field, format string, args ...any)) {
 		bad("detect.max_keys", "must not be negative")
 	}
 	switch d := c.ListPollInterval; {
-	case d.invalid != "":
-		bad("detect.list_poll_interval", "%q is not a duration (examples: 5s, 1m)", d.invalid)
+	case d.Invalid() != "":
+		bad("detect.list_poll_interval", "%q is not a duration (examples: 5s, 1m)", d.Invalid())
 	case d.D < 0:
 		bad("detect.list_poll_interval", "must not be negative")
 	}

@@ -240,8 +240,8 @@ func checkHostPort(bad func(field, format string, args ...any), field, v string)
 
 func checkDuration(bad func(field, format string, args ...any), field string, d Duration) {
 	switch {
-	case d.invalid != "":
-		bad(field, "%q is not a duration (examples: 15s, 1m30s, 500ms)", d.invalid)
+	case d.Invalid() != "":
+		bad(field, "%q is not a duration (examples: 15s, 1m30s, 500ms)", d.Invalid())
 	case d.D <= 0:
 		bad(field, "must be positive, got %s", d.D)
 	}

@@ -180,8 +180,8 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		}
 	}
 	duration := func(path string, d Duration, def time.Duration) int64 {
-		if d.invalid != "" {
-			bad(path, "%q is not a duration (1s, 500ms, 5m)", d.invalid)
+		if d.Invalid() != "" {
+			bad(path, "%q is not a duration (1s, 500ms, 5m)", d.Invalid())
 			return int64(def)
 		}
 		if d.D < 0 {

@@ -1,18 +1,11 @@
 package detect
 
 import (
-	"cmp"
-	"errors"
 	"fmt"
-	"math"
-	"slices"
-	"strings"
-	"time"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
-	"github.com/goccy/go-yaml/token"
 
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 )
@@ -93,26 +86,8 @@ type AbsenceSpec struct {
 }
 
 // Duration is a time.Duration written as "1s" or "1m30s". A value that
-// does not parse is kept and reported with its line.
-type Duration struct {
-	D       time.Duration
-	invalid string
-}
-
-// UnmarshalYAML parses a duration string.
-func (d *Duration) UnmarshalYAML(b []byte) error {
-	s := strings.Trim(strings.TrimSpace(string(b)), `"'`)
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		*d = Duration{invalid: s}
-		return nil
-	}
-	*d = Duration{D: v}
-	return nil
-}
-
-// MarshalYAML writes the duration as a string.
-func (d Duration) MarshalYAML() (any, error) { return d.D.String(), nil }
+// does not parse is reported with its line.
+type Duration = yamlerr.Duration
 
 // RuleError is a problem in a rule file, located by file, line, column
 // and field (rules[2].thresholds.pps).
@@ -166,67 +141,11 @@ func ParseRules(name string, src []byte, lists ListSet) ([]*rule, error) {
 
 // locate turns field errors into RuleErrors with their place, in file order.
 func locate(name string, file *ast.File, fes []fieldError) error {
-	res := make([]*RuleError, len(fes))
+	ps := make([]yamlerr.Problem, len(fes))
 	for i, fe := range fes {
-		re := &RuleError{File: name, Field: fe.path, Msg: fe.msg}
-		if n := yamlerr.NodeAt(file, fe.path); n != nil {
-			pos := n.GetToken().Position
-			re.Line, re.Column = pos.Line, pos.Column
-		} else if tk := keyToken(file, parentPath(fe.path)); tk != nil {
-			// A missing field: point at the key of the mapping it
-			// belongs in.
-			re.Line, re.Column = tk.Position.Line, tk.Position.Column
-		}
-		res[i] = re
+		ps[i] = yamlerr.Problem{Field: fe.path, Msg: fe.msg}
 	}
-	slices.SortStableFunc(res, func(a, b *RuleError) int {
-		la, lb := a.Line, b.Line
-		if la == 0 {
-			la = math.MaxInt
-		}
-		if lb == 0 {
-			lb = math.MaxInt
-		}
-		return cmp.Or(cmp.Compare(la, lb), cmp.Compare(a.Column, b.Column))
-	})
-	errs := make([]error, len(res))
-	for i, re := range res {
-		errs[i] = re
-	}
-	return errors.Join(errs...)
-}
-
-// keyToken finds the token of the key whose value is at path.
-func keyToken(file *ast.File, path string) *token.Token {
-	var found *token.Token
-	for _, doc := range file.Docs {
-		ast.Walk(visitFunc(func(n ast.Node) bool {
-			if mv, ok := n.(*ast.MappingValueNode); ok && found == nil &&
-				strings.TrimPrefix(mv.Value.GetPath(), "$.") == path {
-				found = mv.Key.GetToken()
-			}
-			return found == nil
-		}), doc)
-	}
-	return found
-}
-
-type visitFunc func(ast.Node) bool
-
-func (f visitFunc) Visit(n ast.Node) ast.Visitor {
-	if n == nil || !f(n) {
-		return nil
-	}
-	return f
-}
-
-// parentPath drops the last element of a dotted path, so a missing key
-// is reported at its parent.
-func parentPath(p string) string {
-	if i := strings.LastIndexAny(p, ".["); i > 0 {
-		return p[:i]
-	}
-	return p
+	return yamlerr.Locate(name, file, ps)
 }
 
 // ruleNameOK: names are snake_case identifiers, as metrics labels and

@@ -4,9 +4,13 @@
 package yamlerr
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -100,3 +104,102 @@ func (v *tokenFinder) Visit(n ast.Node) ast.Visitor {
 	}
 	return v
 }
+
+// Problem is a validation problem at a dotted field path.
+type Problem struct {
+	Field, Msg string
+}
+
+// Locate places each problem in file, at the node of its field or, for
+// a field that is missing, at the key of the mapping it belongs in, and
+// returns them as *Errors joined in file order (problems with no place,
+// such as defaults, last).
+func Locate(name string, file *ast.File, ps []Problem) error {
+	es := make([]*Error, len(ps))
+	for i, p := range ps {
+		e := &Error{File: name, Field: p.Field, Msg: p.Msg}
+		if n := NodeAt(file, p.Field); n != nil {
+			pos := n.GetToken().Position
+			e.Line, e.Column = pos.Line, pos.Column
+		} else if tk := keyToken(file, parentPath(p.Field)); tk != nil {
+			e.Line, e.Column = tk.Position.Line, tk.Position.Column
+		}
+		es[i] = e
+	}
+	slices.SortStableFunc(es, func(a, b *Error) int {
+		la, lb := a.Line, b.Line
+		if la == 0 {
+			la = math.MaxInt
+		}
+		if lb == 0 {
+			lb = math.MaxInt
+		}
+		return cmp.Or(cmp.Compare(la, lb), cmp.Compare(a.Column, b.Column))
+	})
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
+}
+
+// keyToken finds the token of the key whose value is at path.
+func keyToken(file *ast.File, path string) *token.Token {
+	if file == nil || path == "" {
+		return nil
+	}
+	var found *token.Token
+	for _, doc := range file.Docs {
+		ast.Walk(visitFunc(func(n ast.Node) bool {
+			if mv, ok := n.(*ast.MappingValueNode); ok && found == nil &&
+				strings.TrimPrefix(mv.Value.GetPath(), "$.") == path {
+				found = mv.Key.GetToken()
+			}
+			return found == nil
+		}), doc)
+	}
+	return found
+}
+
+type visitFunc func(ast.Node) bool
+
+func (f visitFunc) Visit(n ast.Node) ast.Visitor {
+	if n == nil || !f(n) {
+		return nil
+	}
+	return f
+}
+
+// parentPath drops the last element of a dotted path.
+func parentPath(p string) string {
+	if i := strings.LastIndexAny(p, ".["); i > 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// Duration is a time.Duration written as "15s" or "1m30s" in YAML. A
+// value that does not parse is kept, for validation to report with the
+// field's place.
+type Duration struct {
+	D       time.Duration
+	invalid string
+}
+
+// Invalid returns the text of a value that is not a duration, or "".
+func (d Duration) Invalid() string { return d.invalid }
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(b []byte) error {
+	s := strings.Trim(strings.TrimSpace(string(b)), `"'`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		*d = Duration{invalid: s}
+		return nil
+	}
+	*d = Duration{D: v}
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.D.String(), nil }

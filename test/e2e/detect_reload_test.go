@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,28 +31,6 @@ func pingRule(name string) string {
       pps: 1
     quiet: 1s
 `, name)
-}
-
-// post sends an empty POST to vigil's HTTP server from inside the sensor
-// namespace and returns the status and body.
-func (v *vigilProc) post(path string) (int, string, error) {
-	var conn net.Conn
-	if err := v.lab.Sensor.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", v.addr, time.Second)
-		return err
-	}); err != nil {
-		return 0, "", err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "POST %s HTTP/1.0\r\nHost: vigil\r\nContent-Length: 0\r\n\r\n", path)
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
 }
 
 // ruleNames lists the running rules from GET /api/v1/rules.
@@ -132,7 +107,7 @@ func TestDetectRulesReload(t *testing.T) {
 	// 2. A bad rule file: refused, the running rules kept.
 	failures0 := v.metrics().counter("vigil_config_reload_failures_total")
 	writeFile(t, rules, strings.Replace(pingRule("ping_probe"), "pps: 1\n", "pps: lots\n", 1))
-	code, body, err := v.post("/-/reload")
+	code, body, err := v.request("POST", "/-/reload")
 	if err != nil {
 		t.Fatal(err)
 	}

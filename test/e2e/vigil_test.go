@@ -117,9 +117,13 @@ func (v *vigilProc) running() bool {
 	}
 }
 
-// scrape GETs path from vigil's HTTP server, dialing from a thread
-// inside the sensor namespace (its loopback is not the host's).
-func (v *vigilProc) scrape(path string) (int, string, error) {
+// scrape GETs path from vigil's HTTP server.
+func (v *vigilProc) scrape(path string) (int, string, error) { return v.request("GET", path) }
+
+// request sends a bodiless request to vigil's HTTP server, dialing from
+// a thread inside the sensor namespace (its loopback is not the host's),
+// and returns the status and body.
+func (v *vigilProc) request(method, path string) (int, string, error) {
 	var conn net.Conn
 	if err := v.lab.Sensor.Do(func() (err error) {
 		conn, err = net.DialTimeout("tcp", v.addr, time.Second)
@@ -128,8 +132,8 @@ func (v *vigilProc) scrape(path string) (int, string, error) {
 		return 0, "", err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: vigil\r\n\r\n", path)
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "%s %s HTTP/1.0\r\nHost: vigil\r\nContent-Length: 0\r\n\r\n", method, path)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		return 0, "", err
