@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
@@ -383,9 +384,9 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		if r.blMeasure < 0 {
 			bad("baseline.measure", "no measure %q in this rule", b.Measure)
 		}
-		r.blWarmup = orDefault(b.Warmup, 12)
-		r.blAlpha = orDefault(b.Alpha, 0.1)
-		r.blDeviations = orDefault(b.Deviations, 5)
+		r.blWarmup = cmp.Or(b.Warmup, 12)
+		r.blAlpha = cmp.Or(b.Alpha, 0.1)
+		r.blDeviations = cmp.Or(b.Deviations, 5)
 		if r.blAlpha <= 0 || r.blAlpha > 1 {
 			bad("baseline.alpha", "must be in (0, 1]")
 		}
@@ -459,13 +460,6 @@ func countDistinct(ms []measure) int {
 		}
 	}
 	return n
-}
-
-func orDefault[T int | float64](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 func identOK(s string) bool {

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"cmp"
 	"embed"
 	"errors"
 	"fmt"
@@ -133,7 +134,7 @@ func Load(opts Options) (*RuleSet, error) {
 	set.rules = slices.DeleteFunc(set.rules, func(r *rule) bool { return r.disabled })
 	for _, r := range set.rules {
 		if r.maxKeys == 0 {
-			r.maxKeys = cmpOr(opts.MaxKeys, defaultMaxKeys)
+			r.maxKeys = cmp.Or(opts.MaxKeys, defaultMaxKeys)
 		}
 	}
 	errs = append(errs, checkOverrides("thresholds", opts.Thresholds, set, opts.Disable)...)
@@ -150,13 +151,6 @@ func Load(opts Options) (*RuleSet, error) {
 		return nil, errors.Join(errs...)
 	}
 	return set, nil
-}
-
-func cmpOr(v, def int) int {
-	if v > 0 {
-		return v
-	}
-	return def
 }
 
 // checkOverrides checks that threshold overrides name rules and their
