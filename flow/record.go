@@ -43,12 +43,16 @@ type Record struct {
 	End            int64 // last sample, ns since the Unix epoch
 	SampledPackets uint64
 	SampledBytes   uint64
-	Packets        uint64 // estimated
-	Bytes          uint64 // estimated
-	Samples        uint64 // samples (frames) behind the record
-	RateSum        uint64 // sum of the samples' rates, for the effective rate
-	TCPFlags       uint8  // OR of all sampled packets' flags
-	TOS            uint8  // of the first sample
+	Packets        uint64  // estimated
+	Bytes          uint64  // estimated
+	Samples        uint64  // samples (frames) behind the record
+	RateSum        uint64  // sum of the samples' rates, for the effective rate
+	PacketsVar     float64 // variance of Packets, estimated (see Estimate)
+	BytesVar       float64 // variance of Bytes, estimated
+	MaxPacketsW    float32 // the most one sample added to Packets beyond itself
+	MaxBytesW      float32 // the same for Bytes
+	TCPFlags       uint8   // OR of all sampled packets' flags
+	TOS            uint8   // of the first sample
 	MinTTL         uint8
 	MaxTTL         uint8
 	EndReason      EndReason
@@ -61,6 +65,30 @@ func (r *Record) SamplingRate() uint32 {
 		return 0
 	}
 	return uint32((r.RateSum + r.Samples/2) / r.Samples)
+}
+
+// PacketsEstimate returns the packet estimate with what its confidence
+// interval needs.
+func (r *Record) PacketsEstimate() Estimate {
+	return Estimate{Value: float64(r.Packets), Seen: float64(r.SampledPackets), Var: r.PacketsVar, MaxW: float64(r.MaxPacketsW)}
+}
+
+// BytesEstimate returns the byte estimate with what its confidence
+// interval needs.
+func (r *Record) BytesEstimate() Estimate {
+	return Estimate{Value: float64(r.Bytes), Seen: float64(r.SampledBytes), Var: r.BytesVar, MaxW: float64(r.MaxBytesW)}
+}
+
+// unseenAt widens the record's interval for packets that no sample
+// caught while the rate was up to rate: one unseen packet of the
+// record's mean size may stand for rate−1 more.
+func (r *Record) unseenAt(rate uint32) {
+	if rate <= 1 || r.SampledPackets == 0 {
+		return
+	}
+	w := float64(rate - 1)
+	r.MaxPacketsW = max(r.MaxPacketsW, float32(w))
+	r.MaxBytesW = max(r.MaxBytesW, float32(w*float64(r.SampledBytes)/float64(r.SampledPackets)))
 }
 
 // StartTime returns the time of the first sample.
@@ -106,6 +134,15 @@ func (r *Record) add(s *Sample) {
 	r.SampledBytes += wl
 	r.Packets += segs * rate
 	r.Bytes += wl * rate
+	if rate > 1 {
+		// Estimate.Observe, kept apart for Packets and Bytes, which
+		// stay exact integers.
+		n, p, b := float64(rate), float64(segs), float64(wl)
+		r.PacketsVar += n * (n - 1) * p * p
+		r.BytesVar += n * (n - 1) * b * b
+		r.MaxPacketsW = max(r.MaxPacketsW, float32((n-1)*p))
+		r.MaxBytesW = max(r.MaxBytesW, float32((n-1)*b))
+	}
 	r.TCPFlags |= s.TCPFlags
 	r.MinTTL = min(r.MinTTL, s.TTL)
 	r.MaxTTL = max(r.MaxTTL, s.TTL)

@@ -41,6 +41,7 @@ type list struct{ oldest, newest uint32 }
 type shard struct {
 	mu      sync.Mutex
 	total   *atomic.Int64 // the table's flow count
+	idle    *atomic.Int64 // the table's idle timeout, ns
 	tailEnd atomic.Int64  // End of the least recently seen flow; MaxInt64 when empty
 	index   []uint64
 	mask    uint64
@@ -50,6 +51,7 @@ type shard struct {
 	count   int
 	lists   [numLists]list
 	pending []Record
+	rates   rateHist
 
 	created uint64
 	samples uint64
@@ -57,8 +59,8 @@ type shard struct {
 	_       [64]byte // keep shards' locks on separate cache lines
 }
 
-func (s *shard) init(total *atomic.Int64) {
-	s.total = total
+func (s *shard) init(total, idle *atomic.Int64) {
+	s.total, s.idle = total, idle
 	s.index = make([]uint64, 64)
 	s.mask = 63
 	s.free = nilSlot
@@ -84,6 +86,7 @@ func (s *shard) entry(slot uint32) *entry {
 // add accounts sample x with key k (hash h). The caller holds s.mu.
 func (s *shard) add(k *Key, h uint64, x *Sample, idle, active int64) {
 	s.samples++
+	s.rates.note(x.Timestamp, x.SamplingRate)
 	tag := h >> 32
 	for i := tag & s.mask; ; i = (i + 1) & s.mask {
 		v := s.index[i]
@@ -135,6 +138,9 @@ func (s *shard) add(k *Key, h uint64, x *Sample, idle, active int64) {
 func (s *shard) end(slot uint32, r EndReason) {
 	e := s.entry(slot)
 	e.rec.EndReason = r
+	// Packets no sample caught lie between the flow's start and, at
+	// most, an idle timeout after its last sample.
+	e.rec.unseenAt(s.rates.max(e.rec.Start, e.rec.End+s.idle.Load()))
 	s.pending = append(s.pending, e.rec)
 	s.remove(slot, e)
 }

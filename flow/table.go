@@ -53,7 +53,7 @@ func NewTable(cfg Config, clock Clock) (*Table, error) {
 		maxFlows:  int64(cfg.MaxFlows),
 	}
 	for i := range t.shards {
-		t.shards[i].init(&t.count)
+		t.shards[i].init(&t.count, &t.idle)
 	}
 	t.SetTimeouts(cfg.IdleTimeout, cfg.ActiveTimeout)
 	return t, nil

@@ -92,6 +92,10 @@ func TestEstimatesWeighEachSampleByItsRate(t *testing.T) {
 		Bytes:          100*(1+1+1+10+10+100) + 3000*10,
 		Samples:        7,
 		RateSum:        1 + 1 + 1 + 10 + 10 + 100 + 10,
+		PacketsVar:     10*9*2 + 100*99 + 10*9*3*3,
+		BytesVar:       10*9*100*100*2 + 100*99*100*100 + 10*9*3000*3000,
+		MaxPacketsW:    99,       // the 1-in-100 sample
+		MaxBytesW:      99 * 400, // one unseen packet of the mean size at 1-in-100
 		MinTTL:         64,
 		MaxTTL:         64,
 		EndReason:      EndShutdown,
@@ -406,4 +410,38 @@ func TestPartFeedersSplitTheTable(t *testing.T) {
 			tab.NewPartFeeder(bad[0], bad[1])
 		}()
 	}
+}
+
+// TestUnseenPacketsWidenTheInterval: a flow sampled twice at 1-in-10
+// while the rate rose to 1-in-1000 for other traffic in between may have
+// packets no sample caught at 1-in-1000; its upper bound says so. A rate
+// in force only after its idle timeout does not count.
+func TestUnseenPacketsWidenTheInterval(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Shards = 1 // the rate history is per shard
+	tab, _ := newTable(t, cfg)
+	f := tab.NewFeeder()
+	f.Add([]Sample{
+		pkt(0, 1, 1, 1000, 53, 17, 100, 10),
+		pkt(1*time.Second, 2, 2, 1000, 53, 17, 100, 1000), // another flow
+		pkt(2*time.Second, 1, 1, 1000, 53, 17, 100, 10),
+		pkt(40*time.Second, 3, 3, 1000, 53, 17, 100, 5000), // past flow 1's idle timeout
+	})
+	var c collector
+	tab.Flush(c.emit)
+	for _, r := range c.take() {
+		if r.Samples != 2 {
+			continue
+		}
+		if r.MaxPacketsW != 999 || r.MaxBytesW != 999*100 {
+			t.Errorf("max weights %v packets, %v bytes; want 999 and 99900 (1-in-1000 in force while open)",
+				r.MaxPacketsW, r.MaxBytesW)
+		}
+		iv := r.PacketsEstimate().Interval()
+		if iv.Hi < 3*1000 {
+			t.Errorf("upper bound %d: a stretch at 1-in-1000 with no sample could hide about 3.7×1000 packets", iv.Hi)
+		}
+		return
+	}
+	t.Fatal("no record of flow 1")
 }

@@ -56,6 +56,18 @@ func NewPcapSource(cfg PcapConfig) (*PcapSource, error) {
 	}, nil
 }
 
+// SetSampleRate changes N for the packets read from now on, as the
+// run-time knob does for the BPF programs: each sample says which rate
+// it was taken at. It may be called from the batch callback of
+// ReadFileFunc, between batches.
+func (s *PcapSource) SetSampleRate(n uint32) {
+	s.cfg.SampleRate = max(n, 1)
+	s.threshold = uint32(packRate(s.cfg.SampleRate) >> 32)
+}
+
+// SampleRate returns the rate in force.
+func (s *PcapSource) SampleRate() uint32 { return s.cfg.SampleRate }
+
 // packetSource is what both pcapgo readers offer.
 type packetSource interface {
 	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
