@@ -26,7 +26,7 @@ func TestIntervalMatchesGarwood(t *testing.T) {
 		for range g.k {
 			e.Observe(n, 1)
 		}
-		lo, hi := e.bounds(1 - Level)
+		lo, hi := e.bounds()
 		// The variance is N(N−1) per sample, not N²: the ends differ from
 		// N times Garwood's by about 1/N, and the lower end is floored at
 		// the k packets seen.
@@ -117,7 +117,7 @@ func TestIntervalCoverage(t *testing.T) {
 				if iv := p.Interval(); iv.Lo <= uint64(c.packets) && uint64(c.packets) <= iv.Hi {
 					inP++
 				}
-				if lo, hi := b.bounds(1 - Level); lo <= bytes && bytes <= hi {
+				if lo, hi := b.bounds(); lo <= bytes && bytes <= hi {
 					inB++
 				}
 			}
@@ -169,6 +169,24 @@ func TestRecordEstimates(t *testing.T) {
 	}
 	if got := r.BytesEstimate(); got.Value != 101000 || got.Seen != 2000 || got.Var != 100*99*1000*1000 || got.MaxW != 99*1000 {
 		t.Errorf("bytes estimate %+v", got)
+	}
+}
+
+// TestGammaQuantile checks the table and the approximation against the
+// exact quantiles.
+func TestGammaQuantile(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	shapes := []float64{1, 1.0001, 2, 49.99, 50, 80, 200, 1e3, 1e4, 1e6}
+	for range 200 {
+		shapes = append(shapes, 1+49*rng.Float64())
+	}
+	for _, shape := range shapes {
+		for _, upper := range []bool{false, true} {
+			got, want := gammaQuantile(shape, upper), exactGammaQuantile(shape, upper)
+			if math.Abs(got-want)/want > 5e-4 {
+				t.Errorf("shape %g upper %v: %g, exact %g", shape, upper, got, want)
+			}
+		}
 	}
 }
 
