@@ -22,7 +22,7 @@ type sim struct {
 	t        *testing.T
 	c        *Controller
 	ifs      []simIf
-	noise    float64                    // relative jitter of each step's frame count
+	noise    float64                     // relative jitter of each step's frame count
 	capacity func(time.Duration) float64 // samples/s downstream keeps up with; nil: unlimited
 	rng      *rand.Rand
 
