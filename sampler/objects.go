@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -12,8 +13,10 @@ import (
 // One Programs value serves every interface: the maps (counters, ring
 // buffer, sampling knob) are shared.
 type Programs struct {
-	objs sensorObjects
-	rate atomic.Uint32
+	objs    sensorObjects
+	rate    atomic.Uint32
+	ifRates *ebpf.Memory // the if_rate array, memory-mapped
+	ifRate  [ifSlots]atomic.Uint32
 }
 
 // LoadOptions are the load-time settings of the BPF programs.
@@ -77,6 +80,10 @@ func LoadPrograms(opts LoadOptions) (*Programs, error) {
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
 	p.rate.Store(rate)
+	if p.ifRates, err = p.objs.IfRate.Memory(); err != nil {
+		p.objs.Close()
+		return nil, fmt.Errorf("mapping the per-interface rates: %w", err)
+	}
 	return p, nil
 }
 
@@ -101,8 +108,41 @@ func (p *Programs) SetSampleRate(n uint32) error {
 	return nil
 }
 
-// SampleRate returns the rate in force.
+// SampleRate returns the global rate in force.
 func (p *Programs) SampleRate() uint32 { return p.rate.Load() }
+
+// SetInterfaceRate gives an interface (both directions) its own rate N,
+// or with 0 makes it follow the global rate again. Only interfaces with
+// an ifindex below MaxRateIfindex have a knob of their own.
+func (p *Programs) SetInterfaceRate(ifindex, n uint32) error {
+	if ifindex >= ifSlots {
+		return fmt.Errorf("setting the rate of ifindex %d: only interfaces below ifindex %d have their own rate", ifindex, ifSlots)
+	}
+	var w [8]byte
+	if n > 0 {
+		binary.NativeEndian.PutUint64(w[:], packRate(n))
+	}
+	// One aligned 8-byte copy: the program never reads a torn word.
+	if _, err := p.ifRates.WriteAt(w[:], int64(ifindex)*8); err != nil {
+		return fmt.Errorf("setting the rate of ifindex %d to %d: %w", ifindex, n, err)
+	}
+	p.ifRate[ifindex].Store(n)
+	return nil
+}
+
+// MaxRateIfindex bounds the interfaces that can have a rate of their own.
+const MaxRateIfindex = ifSlots
+
+// InterfaceRate returns the rate in force on an interface: its own, or
+// the global one.
+func (p *Programs) InterfaceRate(ifindex uint32) uint32 {
+	if ifindex < ifSlots {
+		if n := p.ifRate[ifindex].Load(); n > 0 {
+			return n
+		}
+	}
+	return p.rate.Load()
+}
 
 // Close unloads the programs and maps. Links must be closed first.
 func (p *Programs) Close() error {

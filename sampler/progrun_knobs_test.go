@@ -5,6 +5,7 @@ package sampler
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"testing"
 
@@ -208,5 +209,69 @@ func TestProgRunMaxInterfaces(t *testing.T) {
 			frame := mk.udp4(t)
 			expectOneRecord(t, h, r.run(t, h, ebpf.RunOptions{Data: frame}), flow.OutcomeOK, len(frame), 1)
 		})
+	}
+}
+
+// TestProgRunInterfaceRate: an interface's own rate overrides the global
+// one for its packets only, in both directions, is carried by their
+// samples, and 0 makes it follow the global rate again.
+func TestProgRunInterfaceRate(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	r := newRunRig(t, LoadOptions{SampleRate: 1})
+	frame := mk.udp4(t)
+	lo := loopbackIndex(t)
+	other := lo + 1 // BPF_PROG_RUN of a tc program only looks the skb's device up
+	if ifs, err := net.Interfaces(); err == nil {
+		for _, i := range ifs {
+			if uint32(i.Index) != lo {
+				other = uint32(i.Index)
+				break
+			}
+		}
+	}
+	if other == lo+1 {
+		t.Fatal("no interface besides lo to run a tc program on")
+	}
+	if err := r.p.SetInterfaceRate(lo, 7); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.p.InterfaceRate(lo); got != 7 {
+		t.Errorf("InterfaceRate(lo) = %d, want 7", got)
+	}
+	if got := r.p.InterfaceRate(other); got != 1 {
+		t.Errorf("InterfaceRate(other) = %d, want the global 1", got)
+	}
+	const n = 7000
+	for _, h := range runHooks(t) {
+		res := r.run(t, h, ebpf.RunOptions{Data: frame, Repeat: n})
+		// 1 in 7 of 7000: 1000 expected, sd ~30.
+		if len(res.samples) < 800 || len(res.samples) > 1200 {
+			t.Errorf("%s on lo at 1-in-7: %d samples of %d packets", h.name, len(res.samples), n)
+		}
+		for _, s := range res.samples {
+			if s.SamplingRate != 7 {
+				t.Fatalf("%s on lo: sample says rate %d, want 7", h.name, s.SamplingRate)
+			}
+		}
+	}
+	// Another interface follows the global rate.
+	h := runHooks(t)[1]
+	h.ifindex = other
+	var ctx skbRunCtx
+	ctx[skbOffIfindex] = other
+	res := r.run(t, h, ebpf.RunOptions{Data: frame, Context: ctx, Repeat: 50})
+	if len(res.samples) != 50 || res.samples[0].SamplingRate != 1 {
+		t.Errorf("ifindex %d at the global 1-in-1: %d samples of 50", other, len(res.samples))
+	}
+	// Back to the global rate.
+	if err := r.p.SetInterfaceRate(lo, 0); err != nil {
+		t.Fatal(err)
+	}
+	res = r.run(t, runHooks(t)[0], ebpf.RunOptions{Data: frame, Repeat: 50})
+	if len(res.samples) != 50 || res.samples[0].SamplingRate != 1 {
+		t.Errorf("lo back on the global 1-in-1: %d samples of 50", len(res.samples))
+	}
+	if err := r.p.SetInterfaceRate(ifSlots, 5); err == nil {
+		t.Errorf("SetInterfaceRate(%d) succeeded; only ifindexes below %d have a knob", ifSlots, ifSlots)
 	}
 }

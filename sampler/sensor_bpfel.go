@@ -108,6 +108,7 @@ type sensorVigilStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sensorMapIfRate           = "if_rate"
 	sensorMapIfStats          = "if_stats"
 	sensorMapIfStatsBig       = "if_stats_big"
 	sensorMapSamples          = "samples"
@@ -178,6 +179,7 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
+	IfRate     *ebpf.MapSpec `ebpf:"if_rate"`
 	IfStats    *ebpf.MapSpec `ebpf:"if_stats"`
 	IfStatsBig *ebpf.MapSpec `ebpf:"if_stats_big"`
 	Samples    *ebpf.MapSpec `ebpf:"samples"`
@@ -220,6 +222,7 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
+	IfRate     *ebpf.Map `ebpf:"if_rate"`
 	IfStats    *ebpf.Map `ebpf:"if_stats"`
 	IfStatsBig *ebpf.Map `ebpf:"if_stats_big"`
 	Samples    *ebpf.Map `ebpf:"samples"`
@@ -229,6 +232,7 @@ type sensorMaps struct {
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
+		m.IfRate,
 		m.IfStats,
 		m.IfStatsBig,
 		m.Samples,

@@ -62,6 +62,20 @@ struct {
  */
 volatile __u64 sample_cfg = 0xffffffff00000001ULL;
 
+/*
+ * Per-interface sampling knobs, indexed by ifindex (below VIGIL_IF_SLOTS),
+ * in the same format as sample_cfg; 0 means the interface follows
+ * sample_cfg. Memory-mapped, so the daemon's adaptive controller moves an
+ * interface's rate with one aligned 8-byte store.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, VIGIL_IF_SLOTS);
+} if_rate SEC(".maps");
+
 /* Load-time settings (frozen .rodata, so the verifier prunes dead paths). */
 volatile const __u32 cfg_decap = 0;           /* VIGIL_F_VXLAN | VIGIL_F_GENEVE */
 volatile const __u32 cfg_head_len = 0;        /* 0..VIGIL_HEAD_MAX */

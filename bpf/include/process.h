@@ -154,6 +154,14 @@ static __always_inline void process(struct frame *f)
 	if (!st)
 		return;
 	count_interface(f, st);
+	if (f->ifindex < VIGIL_IF_SLOTS) {
+		__u32 idx = f->ifindex;
+		__u64 *ic = bpf_map_lookup_elem(&if_rate, &idx);
+		__u64 v = ic ? *(volatile __u64 *)ic : 0;
+
+		if (v)
+			cfg = v;
+	}
 
 	if (next_random(st) <= (__u32)(cfg >> 32)) {
 		if (cfg_head_len)
