@@ -15,6 +15,8 @@ type Alert struct {
 	End        int64      // last matching event (the alert's end when State is AlertEnd)
 	Packets    uint64     // estimated since start
 	Bytes      uint64     // estimated since start
+	PacketsCI  Interval   // 95% (Level) confidence interval of Packets; see docs/ESTIMATES.md
+	BytesCI    Interval   // 95% (Level) confidence interval of Bytes
 	PeakPPS    float64
 	PeakBPS    float64
 	CurrentPPS float64
