@@ -47,6 +47,18 @@ func (e *Estimate) Add(o Estimate) {
 	e.MaxW = max(e.MaxW, o.MaxW)
 }
 
+// Minus returns the estimate of what a running estimate accounted since
+// it was earlier. The largest weight cannot be taken back and stays, which
+// only widens the upper end.
+func (e Estimate) Minus(earlier Estimate) Estimate {
+	return Estimate{
+		Value: max(e.Value-earlier.Value, 0),
+		Seen:  max(e.Seen-earlier.Seen, 0),
+		Var:   max(e.Var-earlier.Var, 0),
+		MaxW:  e.MaxW,
+	}
+}
+
 // Level is the confidence of the intervals Vigil reports.
 const Level = 0.95
 
