@@ -35,15 +35,17 @@ type Config struct {
 
 // CaptureConfig is what the capture path attaches to and how it samples.
 type CaptureConfig struct {
-	Interfaces    []string `yaml:"interfaces"`      // empty: the interfaces carrying default routes
-	AttachMode    string   `yaml:"attach_mode"`     // auto, xdp-native, xdp-generic or tcx
-	Egress        bool     `yaml:"egress"`          // also capture egress with tcx
-	SampleRate    uint32   `yaml:"sample_rate"`     // 1-in-N
-	DecapVXLAN    bool     `yaml:"decap_vxlan"`     // look into VXLAN (UDP 4789)
-	DecapGENEVE   bool     `yaml:"decap_geneve"`    // look into GENEVE (UDP 6081)
-	HeadBytes     int      `yaml:"head_bytes"`      // bytes of each sampled frame to keep, 0..128
-	RingBufferMiB int      `yaml:"ring_buffer_mib"` // ring buffer size, a power of two
-	SamplesOut    string   `yaml:"samples_out"`     // debugging: every sample as JSON lines ("-": stdout)
+	Interfaces    []string       `yaml:"interfaces"`  // empty: the interfaces carrying default routes
+	AttachMode    string         `yaml:"attach_mode"` // auto, xdp-native, xdp-generic or tcx
+	Egress        bool           `yaml:"egress"`      // also capture egress with tcx
+	Sampling      string         `yaml:"sampling"`    // adaptive or fixed
+	SampleRate    uint32         `yaml:"sample_rate"` // 1-in-N when fixed; where adaptive starts
+	Adaptive      AdaptiveConfig `yaml:"adaptive"`
+	DecapVXLAN    bool           `yaml:"decap_vxlan"`     // look into VXLAN (UDP 4789)
+	DecapGENEVE   bool           `yaml:"decap_geneve"`    // look into GENEVE (UDP 6081)
+	HeadBytes     int            `yaml:"head_bytes"`      // bytes of each sampled frame to keep, 0..128
+	RingBufferMiB int            `yaml:"ring_buffer_mib"` // ring buffer size, a power of two
+	SamplesOut    string         `yaml:"samples_out"`     // debugging: every sample as JSON lines ("-": stdout)
 }
 
 // FlowsConfig is the flow table's expiry policy and where flows go.
@@ -73,7 +75,9 @@ func DefaultConfig() Config {
 	return Config{
 		Capture: CaptureConfig{
 			AttachMode:    string(sampler.ModeAuto),
+			Sampling:      SamplingAdaptive,
 			SampleRate:    100,
+			Adaptive:      defaultAdaptive(),
 			DecapVXLAN:    true,
 			DecapGENEVE:   true,
 			RingBufferMiB: 8,
@@ -110,7 +114,7 @@ func (c *Config) Validate() []*FieldError {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	for i, name := range c.Capture.Interfaces {
-		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+		if !validIfName(name) {
 			bad(fmt.Sprintf("capture.interfaces[%d]", i), "%q is not an interface name", name)
 		}
 	}
@@ -120,6 +124,7 @@ func (c *Config) Validate() []*FieldError {
 	if c.Capture.SampleRate == 0 {
 		bad("capture.sample_rate", "must be at least 1")
 	}
+	c.Capture.validateSampling(bad)
 	if h := c.Capture.HeadBytes; h < 0 || h > sampler.MaxHeadBytes {
 		bad("capture.head_bytes", "%d out of range 0..%d", h, sampler.MaxHeadBytes)
 	}
@@ -161,6 +166,10 @@ func (c *Config) Validate() []*FieldError {
 		bad("log.format", "%q is not text or json", c.Log.Format)
 	}
 	return errs
+}
+
+func validIfName(name string) bool {
+	return name != "" && len(name) <= 15 && !strings.ContainsAny(name, "/ \t")
 }
 
 // Duration is a time.Duration written as "15s" or "1m30s" in YAML; a

@@ -50,6 +50,10 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 		{"capture:\n  interfaces: [eth0, \"a b\"]\n", []ConfigError{{Line: 2, Column: 22, Field: "capture.interfaces[1]"}}},
 		{"capture: [\n", []ConfigError{{Line: 1, Column: 10}}},
 		{"log:\n  format: xml\n", []ConfigError{{Line: 2, Column: 11, Field: "log.format"}}},
+		{"capture:\n  sampling: sometimes\n", []ConfigError{{Line: 2, Column: 13, Field: "capture.sampling"}}},
+		{"capture:\n  adaptive:\n    budget: 0\n", []ConfigError{{Line: 3, Column: 13, Field: "capture.adaptive.budget"}}},
+		{"capture:\n  adaptive:\n    interfaces:\n      eth1: {min_rate: 50, max_rate: 10}\n",
+			[]ConfigError{{Line: 4, Column: 24, Field: "capture.adaptive.interfaces.eth1.min_rate"}}},
 	} {
 		_, err := ParseConfig("t.yaml", []byte(tc.src))
 		if err == nil {

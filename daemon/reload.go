@@ -79,12 +79,13 @@ func (d *daemon) reload() error {
 func (d *daemon) apply(cur, next Config) (Config, []string) {
 	running := cur
 	var applied []string
-	if next.Capture.SampleRate != cur.Capture.SampleRate {
-		if err := d.progs.SetSampleRate(next.Capture.SampleRate); err != nil {
-			d.log.Error("setting the sample rate", "error", err)
+	nc, cc := next.Capture, cur.Capture
+	if nc.Sampling != cc.Sampling || nc.SampleRate != cc.SampleRate || !reflect.DeepEqual(nc.Adaptive, cc.Adaptive) {
+		if err := d.smp.configure(nc); err != nil {
+			d.log.Error("configuring sampling", "error", err)
 		} else {
-			running.Capture.SampleRate = next.Capture.SampleRate
-			applied = append(applied, "capture.sample_rate")
+			running.Capture.Sampling, running.Capture.SampleRate, running.Capture.Adaptive = nc.Sampling, nc.SampleRate, nc.Adaptive
+			applied = append(applied, "capture.sampling", "capture.sample_rate", "capture.adaptive")
 		}
 	}
 	if !slices.Equal(next.Capture.Interfaces, cur.Capture.Interfaces) {

@@ -101,7 +101,20 @@ func Run(ctx context.Context, opts RunOptions) error {
 		return err
 	}
 
-	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out, dt: dt}
+	lost := func() uint64 {
+		n := reader.Stats().Dropped
+		if dt != nil {
+			n += dt.dropped.Load()
+		}
+		return n
+	}
+	smp, err := newSampling(cfg.Capture, progs, mgr, lost, ifn.name, log)
+	if err != nil {
+		out.Close(context.Background())
+		return fmt.Errorf("configuring sampling: %w", err)
+	}
+
+	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out, dt: dt, smp: smp}
 	reg := prometheus.NewRegistry()
 	if dt != nil {
 		reg.MustRegister(dt.collectors()...)
@@ -113,6 +126,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 		sampler.NewCollector(progs, mgr, reader, log),
 		flow.NewCollector(table),
 		newDaemonCollector(d),
+		newSamplingCollector(smp),
 		export.NewCollector(out.sinkList),
 	)
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -169,6 +183,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 			}
 		}()
 		for b := range batches {
+			smp.check.Observe(b)
 			if err := samples.write(b); err != nil {
 				log.Warn("writing samples", "error", err)
 			}
@@ -219,6 +234,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 		})
 	}
 	g.Go(func() error { d.expireLoop(gctx); return nil })
+	g.Go(func() error { smp.run(gctx); return nil })
 	g.Go(func() error { return out.Run(gctx) })
 	g.Go(func() error {
 		select {
@@ -289,7 +305,8 @@ type daemon struct {
 	mgr   *sampler.Manager
 	table *flow.Table
 	out   *outputs
-	dt    *detector       // nil when detection is off
+	dt    *detector // nil when detection is off
+	smp   *sampling
 	ctx   context.Context // the daemon's, for what a reload starts
 
 	reloadMu       sync.Mutex // one reload at a time (SIGHUP, HTTP)
@@ -381,7 +398,7 @@ func (d *daemon) logStats(ctx context.Context, reader *sampler.Reader, every tim
 		rs := reader.Stats()
 		ft := d.table.Stats()
 		d.log.Info("capture", "packets", st.Packets(), "samples", st.Samples,
-			"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rate", d.progs.SampleRate(),
+			"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rates", d.smp.rates(),
 			"flows_active", ft.Active, "flows_written", d.out.written())
 	}
 }

@@ -96,7 +96,8 @@ func runCmd(args []string, stderr io.Writer) error {
 	configPath := fs.String("config", "", "YAML configuration file (flags override it)")
 	var ifaces listFlag
 	fs.Var(&ifaces, "interface", "interface to capture on (repeatable); default: those carrying default routes")
-	rate := fs.Uint("sample-rate", uint(def.Capture.SampleRate), "sample 1 packet in N")
+	rate := fs.Uint("sample-rate", uint(def.Capture.SampleRate), "sample 1 packet in N, fixed (instead of adaptive sampling)")
+	budget := fs.Int("sample-budget", def.Capture.Adaptive.Budget, "adaptive sampling: samples per second to aim for")
 	flowsOut := fs.String("flows-out", def.Flows.Output, "write flows as JSON lines to PATH, or - for stdout")
 	metricsAddr := fs.String("metrics-addr", def.HTTP.Listen, "HTTP address for /metrics, /healthz, /readyz")
 	mode := fs.String("attach-mode", def.Capture.AttachMode, "auto, xdp-native, xdp-generic or tcx")
@@ -125,6 +126,11 @@ func runCmd(args []string, stderr io.Writer) error {
 		}
 		if set["sample-rate"] {
 			c.Capture.SampleRate = uint32(min(*rate, 1<<31))
+			c.Capture.Sampling = daemon.SamplingFixed
+		}
+		if set["sample-budget"] {
+			c.Capture.Adaptive.Budget = *budget
+			c.Capture.Sampling = daemon.SamplingAdaptive
 		}
 		if set["flows-out"] {
 			c.Flows.Output = *flowsOut

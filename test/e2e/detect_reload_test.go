@@ -73,7 +73,7 @@ func TestDetectRulesReload(t *testing.T) {
 	writeFile(t, rules, pingRule("ping_probe"))
 	const addr = "127.0.0.1:19124"
 	cfg := filepath.Join(dir, "vigil.yaml")
-	writeFile(t, cfg, fmt.Sprintf("capture:\n  interfaces: [vsensor]\n  sample_rate: 1\nflows:\n  output: %q\nhttp:\n  listen: %s\n", out, addr))
+	writeFile(t, cfg, fmt.Sprintf("capture:\n  interfaces: [vsensor]\n  sampling: fixed\n  sample_rate: 1\nflows:\n  output: %q\nhttp:\n  listen: %s\n", out, addr))
 	v := startVigil(t, lab, bin, addr, "--config", cfg, "--rules", rules)
 	names := v.ruleNames()
 	if !slices.Contains(names, "ping_probe") || !slices.Contains(names, "syn_flood") {

@@ -76,6 +76,7 @@ func TestDetectLiveSYNFlood(t *testing.T) {
 	cfg := filepath.Join(dir, "vigil.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`capture:
   interfaces: [%s]
+  sampling: fixed
   sample_rate: 100
 flows:
   output: %q

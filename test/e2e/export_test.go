@@ -39,6 +39,7 @@ func exportConfig(t *testing.T, metricsAddr, flowsPath, spoolDir string, maxMiB 
 	path := filepath.Join(t.TempDir(), "vigil.yaml")
 	writeFile(t, path, fmt.Sprintf(`capture:
   interfaces: [%s]
+  sampling: fixed
   sample_rate: 1
 flows:
   idle_timeout: 1s

@@ -33,6 +33,7 @@ func TestFlowsEvictedAtMaxFlows(t *testing.T) {
 	flowsPath := filepath.Join(dir, "flows.jsonl")
 	writeFile(t, cfgPath, fmt.Sprintf(`capture:
   interfaces: [%s]
+  sampling: fixed
   sample_rate: 1
 flows:
   idle_timeout: 10m

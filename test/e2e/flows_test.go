@@ -58,6 +58,7 @@ func TestFlowsExactAtRate1(t *testing.T) {
   interfaces: [%s]
   attach_mode: auto
   egress: false
+  sampling: fixed
   sample_rate: 50
 flows:
   idle_timeout: 10m

@@ -40,6 +40,7 @@ capture:
   interfaces: [%s]
   attach_mode: auto
   egress: false
+  sampling: fixed
   sample_rate: %d
 flows:
   idle_timeout: %s

@@ -1,0 +1,293 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/sampler"
+)
+
+// Sampling cadence: the controller steps every samplingTick; the
+// self-check compares estimates with the counters every checkEvery over
+// the last checkWindow.
+const (
+	samplingTick = 100 * time.Millisecond
+	checkEvery   = time.Second
+	checkWindow  = 10 * time.Second
+)
+
+// sampling runs the adaptive rate controller and the self-check over
+// the capture path's counters.
+type sampling struct {
+	progs  *sampler.Programs
+	mgr    *sampler.Manager
+	drops  func() uint64 // samples lost downstream of the ring buffer
+	check  *sampler.SelfCheck
+	log    *slog.Logger
+	ifname func(uint32) string
+
+	mu         sync.Mutex
+	capture    CaptureConfig
+	ctl        *sampler.Controller // nil with fixed sampling
+	ifs        map[string]int      // attached interfaces when the controller was configured
+	adjust     map[uint32]*[2]uint64
+	checks     map[uint32]sampler.CheckResult
+	perSecond  float64 // samples per second submitted to the ring buffer
+	lastCount  uint64
+	lastTime   time.Time
+	ctlStats   sampler.ControllerStats
+	setErrLast time.Time
+}
+
+func newSampling(cfg CaptureConfig, progs *sampler.Programs, mgr *sampler.Manager, drops func() uint64, ifname func(uint32) string, log *slog.Logger) (*sampling, error) {
+	s := &sampling{
+		progs: progs, mgr: mgr, drops: drops, ifname: ifname, log: log,
+		check:  sampler.NewSelfCheck(checkWindow),
+		adjust: map[uint32]*[2]uint64{},
+		checks: map[uint32]sampler.CheckResult{},
+	}
+	if err := s.configure(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// configure switches between fixed and adaptive sampling and sets the
+// budget and bounds; on reload too.
+func (s *sampling) configure(cfg CaptureConfig) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.capture = cfg
+	if cfg.Sampling == SamplingFixed {
+		if s.ctl != nil {
+			s.ctl = nil
+			for _, a := range s.mgr.Attachments() {
+				s.setRate(uint32(a.Ifindex), 0)
+			}
+		}
+		return s.progs.SetSampleRate(cfg.SampleRate)
+	}
+	s.ifs = attachedIndexes(s.mgr)
+	cc := cfg.controllerConfig(s.ifs)
+	if s.ctl != nil {
+		return s.ctl.SetConfig(cc)
+	}
+	ctl, err := sampler.NewController(cc, s.progs.SampleRate())
+	if err != nil {
+		return err
+	}
+	s.ctl = ctl
+	return nil
+}
+
+func attachedIndexes(mgr *sampler.Manager) map[string]int {
+	m := map[string]int{}
+	for _, a := range mgr.Attachments() {
+		m[a.Name] = a.Ifindex
+	}
+	return m
+}
+
+// run steps the controller and the self-check until ctx ends.
+func (s *sampling) run(ctx context.Context) {
+	t := time.NewTicker(samplingTick)
+	defer t.Stop()
+	lastCheck := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.step(now, now.Sub(lastCheck) >= checkEvery)
+			if now.Sub(lastCheck) >= checkEvery {
+				lastCheck = now
+			}
+		}
+	}
+}
+
+func (s *sampling) step(now time.Time, check bool) {
+	atts := s.mgr.Attachments()
+	counters := sampler.Counters{Time: now}
+	exact := make(map[uint32]uint64, len(atts))
+	for _, a := range atts {
+		dirs := []flow.Direction{flow.Ingress}
+		if a.Egress {
+			dirs = append(dirs, flow.Egress)
+		}
+		var frames, packets uint64
+		for _, dir := range dirs {
+			is, err := s.progs.InterfaceStats(uint32(a.Ifindex), dir)
+			if err != nil {
+				s.log.Warn("reading interface counters", "interface", a.Name, "error", err)
+				continue
+			}
+			frames += is.Frames
+			packets += is.Packets
+		}
+		counters.Interfaces = append(counters.Interfaces, sampler.InterfaceFrames{Ifindex: uint32(a.Ifindex), Frames: frames})
+		exact[uint32(a.Ifindex)] = packets
+	}
+	st, err := s.progs.Stats()
+	if err != nil {
+		s.log.Warn("reading counters", "error", err)
+		return
+	}
+	counters.Drops = st.RingbufFull + s.drops()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.lastTime.IsZero() {
+		if dt := now.Sub(s.lastTime).Seconds(); dt > 0 && st.Samples >= s.lastCount {
+			s.perSecond = float64(st.Samples-s.lastCount) / dt
+		}
+	}
+	s.lastCount, s.lastTime = st.Samples, now
+	if s.ctl != nil {
+		if ifs := attachedIndexes(s.mgr); !maps.Equal(ifs, s.ifs) {
+			for name, i := range s.ifs {
+				if ifs[name] != i {
+					s.ctl.Forget(uint32(i))
+					s.setRate(uint32(i), 0)
+				}
+			}
+			s.ifs = ifs
+			if err := s.ctl.SetConfig(s.capture.controllerConfig(ifs)); err != nil {
+				s.log.Error("configuring the sampling controller", "error", err)
+			}
+		}
+		s.apply(s.ctl.Step(counters))
+		s.ctlStats = s.ctl.Stats()
+	}
+	if check {
+		for _, r := range s.check.Check(now, exact) {
+			s.checks[r.Ifindex] = r
+		}
+		for i := range s.checks {
+			if _, ok := exact[i]; !ok {
+				delete(s.checks, i)
+			}
+		}
+	}
+}
+
+// apply sets the controller's rates. An interface without a knob of its
+// own (ifindex past sampler.MaxRateIfindex) moves the global rate, to
+// the largest such interface wants.
+func (s *sampling) apply(changes []sampler.RateChange) {
+	var global uint32
+	for _, ch := range changes {
+		a := s.adjust[ch.Ifindex]
+		if a == nil {
+			a = new([2]uint64)
+			s.adjust[ch.Ifindex] = a
+		}
+		if ch.To > ch.From {
+			a[0]++
+		} else {
+			a[1]++
+		}
+		if ch.Ifindex >= sampler.MaxRateIfindex {
+			global = max(global, ch.To)
+			continue
+		}
+		s.setRate(ch.Ifindex, ch.To)
+		s.log.Debug("sampling rate", "interface", s.ifname(ch.Ifindex), "from", ch.From, "to", ch.To)
+	}
+	if global > 0 {
+		if err := s.progs.SetSampleRate(global); err != nil {
+			s.log.Error("setting the sample rate", "error", err)
+		}
+	}
+}
+
+func (s *sampling) setRate(ifindex, n uint32) {
+	if ifindex >= sampler.MaxRateIfindex {
+		return
+	}
+	if err := s.progs.SetInterfaceRate(ifindex, n); err != nil && time.Since(s.setErrLast) > 10*time.Second {
+		s.setErrLast = time.Now()
+		s.log.Error("setting an interface's sample rate", "error", err)
+	}
+}
+
+// rates describes the rate of every attached interface, for the log.
+func (s *sampling) rates() map[string]uint32 {
+	m := map[string]uint32{}
+	for _, a := range s.mgr.Attachments() {
+		m[a.Name] = s.progs.InterfaceRate(uint32(a.Ifindex))
+	}
+	return m
+}
+
+// samplingCollector exposes the controller and the self-check.
+type samplingCollector struct {
+	s                                     *sampling
+	rate, budget, backoff, perSecond      *prometheus.Desc
+	adjustments, estimated, relErr, bound *prometheus.Desc
+}
+
+func newSamplingCollector(s *sampling) *samplingCollector {
+	d := prometheus.NewDesc
+	return &samplingCollector{
+		s: s,
+		rate: d("vigil_interface_sampling_rate", "The 1-in-N sampling rate in force on each interface.",
+			[]string{"interface"}, nil),
+		budget: d("vigil_sample_budget", "The adaptive sampling budget in samples per second (0: fixed sampling).",
+			nil, nil),
+		backoff: d("vigil_sample_budget_backoff", "The fraction of the budget in force after drops (1: all of it).",
+			nil, nil),
+		perSecond: d("vigil_samples_per_second", "Samples submitted to the ring buffer per second, over the last 100 ms.",
+			nil, nil),
+		adjustments: d("vigil_sampling_adjustments_total", "Rate changes made by the adaptive sampling controller.",
+			[]string{"interface", "direction"}, nil),
+		estimated: d("vigil_estimated_packets_total", "Packets the delivered samples stand for (each weighed by its rate).",
+			[]string{"interface"}, nil),
+		relErr: d("vigil_estimate_relative_error", "Self-check: (estimated - counted) / counted packets over the last 10 s.",
+			[]string{"interface"}, nil),
+		bound: d("vigil_estimate_error_bound", "Self-check: the relative half-width of the estimate's 95% interval over the last 10 s.",
+			[]string{"interface"}, nil),
+	}
+}
+
+func (c *samplingCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.rate, c.budget, c.backoff, c.perSecond, c.adjustments, c.estimated, c.relErr, c.bound} {
+		ch <- d
+	}
+}
+
+func (c *samplingCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, a := range s.mgr.Attachments() {
+		gauge(c.rate, float64(s.progs.InterfaceRate(uint32(a.Ifindex))), a.Name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	budget, backoff := 0.0, 1.0
+	if s.ctl != nil {
+		budget, backoff = float64(s.capture.Adaptive.Budget), s.ctlStats.Backoff
+	}
+	gauge(c.budget, budget)
+	gauge(c.backoff, backoff)
+	gauge(c.perSecond, s.perSecond)
+	for i, a := range s.adjust {
+		name := s.ifname(i)
+		ch <- prometheus.MustNewConstMetric(c.adjustments, prometheus.CounterValue, float64(a[0]), name, "up")
+		ch <- prometheus.MustNewConstMetric(c.adjustments, prometheus.CounterValue, float64(a[1]), name, "down")
+	}
+	for i, r := range s.checks {
+		name := s.ifname(i)
+		ch <- prometheus.MustNewConstMetric(c.estimated, prometheus.CounterValue, r.Total.Value, name)
+		gauge(c.relErr, r.RelError, name)
+		gauge(c.bound, r.Bound, name)
+	}
+}
