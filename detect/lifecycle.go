@@ -25,7 +25,9 @@ type alertState struct {
 	lastReport int64
 	suppressed bool // the start was rate-limited: report nothing of it
 
-	packets, bytes   float64 // estimated, since the start
+	// Estimated packets and bytes since the start, with what their
+	// confidence intervals need.
+	packets, bytes   flow.Estimate
 	samples, rateSum float64
 	peakPPS, peakBPS float64
 	curPPS, curBPS   float64
@@ -34,10 +36,37 @@ type alertState struct {
 
 // account adds an event the rule kept to a running alert's totals.
 func (a *alertState) account(ev *Event) {
-	a.packets += float64(ev.Packets)
-	a.bytes += float64(ev.Bytes)
+	k := float64(ev.Samples)
+	if ev.Source == SourceAlerts {
+		// An alert's figures stand on about Packets/Rate samples, not on
+		// the one its event counts.
+		k = float64(ev.Packets) / float64(max(ev.Rate, 1))
+	}
+	observeEven(&a.packets, float64(ev.Packets), k, float64(ev.Rate))
+	observeEven(&a.bytes, float64(ev.Bytes), k, float64(ev.Rate))
 	a.samples += float64(ev.Samples)
 	a.rateSum += float64(ev.Rate) * float64(ev.Samples)
+}
+
+// observeEven accounts k samples taken at 1-in-rate that together stand
+// for total, as if each carried the same: Estimate.Observe(rate,
+// total/rate) for one sample, which is what a sample event is.
+//
+// A flow record's event or a window's sums keep only the totals and the
+// mean rate, so the variance of what they stand for is that of evenly
+// filled samples at one rate. It is exact for samples of one packet each
+// at one rate, the packets of a flood; for bytes, and for rates that
+// changed, it is low by the spread of the samples' sizes and rates.
+func observeEven(e *flow.Estimate, total, k, rate float64) {
+	if total <= 0 {
+		return
+	}
+	n := max(rate, 1)
+	x := total / (n * max(k, 1)) // what one sample carried
+	e.Value += total
+	e.Seen += total / n
+	e.Var += (n - 1) * total * x // k·n(n−1)·x²
+	e.MaxW = max(e.MaxW, (n-1)*x)
 }
 
 // current takes the key's window rates as the alert's current figures.
@@ -57,9 +86,13 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64, e
 		a = &alertState{start: t}
 		if ks.rows != nil {
 			a.start = max(ks.windowStart(r), ks.first)
+			// The window's events count from the start: its sums are all
+			// that is left of them.
 			nm := len(r.measures)
-			a.packets, a.bytes = ks.win[nm+colPackets], ks.win[nm+colBytes]
 			a.samples, a.rateSum = ks.win[nm+colSamples], ks.win[nm+colRateSum]
+			rate := ks.effRate(r)
+			observeEven(&a.packets, ks.win[nm+colPackets], a.samples, rate)
+			observeEven(&a.bytes, ks.win[nm+colBytes], a.samples, rate)
 		}
 		switch r.kind {
 		case kindAbsence:
@@ -134,8 +167,10 @@ func (rs *ruleState) build(ks *keyState, st flow.AlertState, now int64) flow.Ale
 		Time:       now,
 		Start:      a.start,
 		End:        a.last,
-		Packets:    uint64(a.packets + 0.5),
-		Bytes:      uint64(a.bytes + 0.5),
+		Packets:    uint64(a.packets.Value + 0.5),
+		Bytes:      uint64(a.bytes.Value + 0.5),
+		PacketsCI:  a.packets.Interval(),
+		BytesCI:    a.bytes.Interval(),
 		PeakPPS:    a.peakPPS,
 		PeakBPS:    a.peakBPS,
 		CurrentPPS: a.curPPS,
