@@ -28,7 +28,7 @@ import (
 // sensor namespace, scrape it, stop it.
 
 // buildVigil builds cmd/vigil into a temporary directory.
-func buildVigil(t *testing.T) string {
+func buildVigil(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "vigil")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/vigil-sensor/vigil/cmd/vigil")
@@ -52,7 +52,7 @@ const (
 
 // vigilProc is `vigil run` in the sensor namespace of a lab.
 type vigilProc struct {
-	t      *testing.T
+	t      testing.TB
 	lab    *netlab.Lab
 	addr   string // metrics address inside the sensor namespace
 	cmd    *exec.Cmd
@@ -66,7 +66,7 @@ type vigilProc struct {
 // namespace (nsenter execs vigil, so cmd.Process is vigil itself) and
 // waits until /readyz answers 200 on addr. It is killed at cleanup if
 // still running.
-func startVigil(t *testing.T, lab *netlab.Lab, bin, addr string, args ...string) *vigilProc {
+func startVigil(t testing.TB, lab *netlab.Lab, bin, addr string, args ...string) *vigilProc {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), vigilLifetime)
 	v := &vigilProc{t: t, lab: lab, addr: addr, exited: make(chan struct{})}
@@ -245,7 +245,7 @@ func (p promText) sum(name string, labels ...string) (total float64, ok bool) {
 }
 
 // get is sum that fails the test when no series matches.
-func (p promText) get(t *testing.T, name string, labels ...string) float64 {
+func (p promText) get(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	v, ok := p.sum(name, labels...)
 	if !ok {
@@ -297,7 +297,7 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
-func labUp(t *testing.T) *netlab.Lab {
+func labUp(t testing.TB) *netlab.Lab {
 	t.Helper()
 	lab := netlab.New(t)
 	if out, err := exec.Command("ip", "-n", lab.Sensor.Name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
