@@ -75,10 +75,15 @@ type Interval struct {
 // of the gamma distribution with the estimate's mean and variance; the
 // upper end one of the gamma with one more sample of the largest weight
 // added, as Garwood's exact interval adds one to the count. With a single
-// rate N and k samples of one packet each it is N times Garwood's exact
-// Poisson interval for k. Bernoulli sampling is less dispersed than
-// Poisson, so the interval is conservative; it never goes below what was
-// seen, and collapses to the estimate when every sample had rate 1.
+// rate N and k samples of one packet each the upper end is N times
+// Garwood's. The lower end is conditional on at least one sample: a total
+// is only reported when something was sampled, and among the flows of
+// one packet at 1-in-1000 it is the few that were sampled that report,
+// each with k = 1. So the lower end inverts the zero-truncated Poisson
+// (for k = 1 it is what was seen); from about 10 samples on it is
+// Garwood's. Bernoulli sampling is less dispersed than Poisson, so the
+// interval is conservative; it never goes below what was seen, and
+// collapses to the estimate when every sample had rate 1.
 func (e Estimate) Interval() Interval {
 	lo, hi := e.bounds()
 	return Interval{Lo: uint64(math.Floor(lo)), Hi: uint64(math.Ceil(hi))}
@@ -141,25 +146,46 @@ func gammaQuantile(shape float64, upper bool) float64 {
 	quantileOnce.Do(func() {
 		for i := range quantileGrid {
 			a := math.Exp(float64(i) * quantileStep)
-			quantileTable[0][i] = math.Log(exactGammaQuantile(a, false))
+			quantileTable[0][i] = exactGammaQuantile(a, false)
 			quantileTable[1][i] = math.Log(exactGammaQuantile(a, true))
 		}
 	})
-	tab := &quantileTable[0]
-	if upper {
-		tab = &quantileTable[1]
-	}
 	x := math.Log(shape) / quantileStep
 	i := min(int(x), quantileGrid-2)
 	f := x - float64(i)
-	return math.Exp(tab[i] + f*(tab[i+1]-tab[i]))
+	if upper {
+		tab := &quantileTable[1]
+		return math.Exp(tab[i] + f*(tab[i+1]-tab[i]))
+	}
+	// The lower quantiles start at 0 (shape 1): interpolated linearly.
+	tab := &quantileTable[0]
+	return tab[i] + f*(tab[i+1]-tab[i])
 }
 
+// exactGammaQuantile computes the quantiles gammaQuantile tabulates. The
+// lower one is conditional on a count of at least one: the λ with
+// P(K ≥ k | K ≥ 1) = (1−Level)/2 for K Poisson(λ), where P(K ≥ k) is the
+// regularized incomplete gamma function P(k, λ), for real k = shape.
 func exactGammaQuantile(shape float64, upper bool) float64 {
+	p := (1 - Level) / 2
 	if upper {
-		return mathext.GammaIncRegCompInv(shape, (1-Level)/2)
+		return mathext.GammaIncRegCompInv(shape, p)
 	}
-	return mathext.GammaIncRegInv(shape, (1-Level)/2)
+	if shape <= 1 {
+		return 0 // P(K ≥ 1 | K ≥ 1) = 1 whatever λ
+	}
+	// The untruncated quantile bounds the truncated one from above;
+	// the ratio rises with λ.
+	lo, hi := 0.0, mathext.GammaIncRegInv(shape, p)
+	for range 60 {
+		mid := (lo + hi) / 2
+		if mathext.GammaIncReg(shape, mid)/-math.Expm1(-mid) < p {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return (lo + hi) / 2
 }
 
 // RelativeError is the larger distance from the estimate to either end
