@@ -95,6 +95,7 @@ func AppendFlowJSON(b []byte, r *flow.Record, ifname func(uint32) string) []byte
 	b = appendUint(b, `,"proto":`, uint64(k.Proto))
 	b = appendUint(b, `,"packets":`, r.Packets)
 	b = appendUint(b, `,"bytes":`, r.Bytes)
+	b = appendIntervals(b, r.PacketsEstimate().Interval(), r.BytesEstimate().Interval())
 	b = appendUint(b, `,"sampled_packets":`, r.SampledPackets)
 	b = appendUint(b, `,"sampled_bytes":`, r.SampledBytes)
 	b = appendUint(b, `,"sampling_rate":`, uint64(r.SamplingRate()))
@@ -139,6 +140,7 @@ func AppendAlertJSON(b []byte, a *flow.Alert) []byte {
 	b = time.Unix(0, a.End).UTC().AppendFormat(b, timeLayout)
 	b = appendUint(b, `","packets":`, a.Packets)
 	b = appendUint(b, `,"bytes":`, a.Bytes)
+	b = appendIntervals(b, a.PacketsCI, a.BytesCI)
 	b = appendFloat(b, `,"peak_pps":`, a.PeakPPS)
 	b = appendFloat(b, `,"peak_bps":`, a.PeakBPS)
 	b = appendFloat(b, `,"current_pps":`, a.CurrentPPS)
@@ -171,6 +173,15 @@ func appendKeyObject(b []byte, key []flow.KeyValue) []byte {
 		b = appendJSONString(b, kv.Value)
 	}
 	return append(b, '}')
+}
+
+// appendIntervals appends the 95% confidence intervals of the packet and
+// byte estimates (docs/ESTIMATES.md).
+func appendIntervals(b []byte, packets, bytes flow.Interval) []byte {
+	b = appendUint(b, `,"packets_lo":`, packets.Lo)
+	b = appendUint(b, `,"packets_hi":`, packets.Hi)
+	b = appendUint(b, `,"bytes_lo":`, bytes.Lo)
+	return appendUint(b, `,"bytes_hi":`, bytes.Hi)
 }
 
 func appendTops(b []byte, key string, tops []flow.Top) []byte {

@@ -172,6 +172,8 @@ func AppendFlowOCSF(b []byte, r *flow.Record, ifname func(uint32) string, p OCSF
 	b = appendUint(b, `,"samples":`, r.Samples)
 	b = appendUint(b, `,"sampled_packets":`, r.SampledPackets)
 	b = appendUint(b, `,"sampled_bytes":`, r.SampledBytes)
+	// OCSF's traffic object has no place for an interval of its counts.
+	b = appendIntervals(b, r.PacketsEstimate().Interval(), r.BytesEstimate().Interval())
 	b = appendUint(b, `,"tos":`, uint64(r.TOS))
 	b = appendUint(b, `,"ttl_min":`, uint64(r.MinTTL))
 	b = appendUint(b, `,"ttl_max":`, uint64(r.MaxTTL))
@@ -299,6 +301,7 @@ func AppendAlertOCSF(b []byte, a *flow.Alert, p OCSFProduct) []byte {
 	b = appendKeyObject(b, a.Key)
 	b = appendUint(b, `,"packets":`, a.Packets)
 	b = appendUint(b, `,"bytes":`, a.Bytes)
+	b = appendIntervals(b, a.PacketsCI, a.BytesCI)
 	b = appendFloat(b, `,"peak_pps":`, a.PeakPPS)
 	b = appendFloat(b, `,"peak_bps":`, a.PeakBPS)
 	b = appendFloat(b, `,"current_pps":`, a.CurrentPPS)

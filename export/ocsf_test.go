@@ -73,6 +73,9 @@ func ocsfRecord(src, dst string, proto uint8, sport, dport uint16, reason flow.E
 	r.Start, r.End = start.UnixNano(), start.Add(4250*time.Millisecond).UnixNano()
 	r.Packets, r.Bytes, r.SampledPackets, r.SampledBytes = 1200, 1456000, 12, 14560
 	r.Samples, r.RateSum, r.TOS, r.MinTTL, r.MaxTTL = 12, 1200, 0x28, 57, 60
+	// 12 samples at 1-in-100 of 1,213 bytes or so, for the intervals.
+	r.PacketsVar, r.MaxPacketsW = 12*100*99, 99
+	r.BytesVar, r.MaxBytesW = 12*100*99*1213*1213, 99*1213
 	r.EndReason = reason
 	return r
 }
@@ -123,7 +126,8 @@ func ocsfAlert(state flow.AlertState, sev flow.Severity) flow.Alert {
 		ID: "syn_flood/203.0.113.9/1795341600", Rule: "syn_flood", State: state, Severity: sev,
 		Key:  []flow.KeyValue{{Name: "dst_addr", Value: "203.0.113.9"}, {Name: "dst_prefix", Value: "2001:db8::/32"}, {Name: "vlan", Value: "100"}},
 		Time: t0.Add(3 * time.Second).UnixNano(), Start: t0.UnixNano(), End: t0.Add(2500 * time.Millisecond).UnixNano(),
-		Packets: 300000, Bytes: 18000000, PeakPPS: 120000.5, PeakBPS: 7.2e6, CurrentPPS: 100000.25, CurrentBPS: 6e6,
+		Packets: 300000, Bytes: 18000000, PacketsCI: flow.Interval{Lo: 296610, Hi: 303420}, BytesCI: flow.Interval{Lo: 17796600, Hi: 18205200},
+		PeakPPS: 120000.5, PeakBPS: 7.2e6, CurrentPPS: 100000.25, CurrentBPS: 6e6,
 		TopSources:      []flow.Top{{Value: "198.51.100.1", Packets: 900}, {Value: "198.51.100.0/24", Packets: 1000}},
 		TopDestinations: []flow.Top{{Value: "2001:db8::9", Packets: 3000}},
 		TopPorts:        []flow.Top{{Value: "80", Packets: 2900}},
@@ -264,6 +268,11 @@ func TestAlertOCSFMatchesSchema(t *testing.T) {
 func TestFlowOCSFValues(t *testing.T) {
 	c := flowCases()[0]
 	ev := decodeOCSF(t, AppendFlowOCSF(nil, &c.r, testIfName, testProduct))
+	pi, bi := c.r.PacketsEstimate().Interval(), c.r.BytesEstimate().Interval()
+	if pi.Lo >= c.r.Packets || pi.Hi <= c.r.Packets || bi.Lo >= c.r.Bytes || bi.Hi <= c.r.Bytes {
+		t.Fatalf("intervals %v and %v do not surround the estimates: the test needs sampled counts", pi, bi)
+	}
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	want := map[string]string{
 		"class_uid": "4001", "category_uid": "4", "activity_id": "2", "type_uid": "400102", "severity_id": "1",
 		"time": "1795341604373", "start_time": "1795341600123", "end_time": "1795341604373", "duration": "4250",
@@ -283,6 +292,7 @@ func TestFlowOCSFValues(t *testing.T) {
 		"unmapped.sampled_packets": "12", "unmapped.sampled_bytes": "14560", "unmapped.tos": "40",
 		"unmapped.ttl_min": "57", "unmapped.ttl_max": "60", "unmapped.inner_vlan": "200",
 		"unmapped.tunnel": "vxlan", "unmapped.vni": "4242",
+		"unmapped.packets_lo": u(pi.Lo), "unmapped.packets_hi": u(pi.Hi), "unmapped.bytes_lo": u(bi.Lo), "unmapped.bytes_hi": u(bi.Hi),
 	}
 	for path, w := range want {
 		got := get(ev, path)
@@ -331,6 +341,7 @@ func TestAlertOCSFValues(t *testing.T) {
 		"observables.0.name": "unmapped.key.dst_addr", "observables.0.type_id": "2", "observables.0.value": "203.0.113.9",
 		"observables.1.name": "unmapped.key.dst_prefix", "observables.1.type_id": "12",
 		"unmapped.state": "end", "unmapped.key.vlan": "100", "unmapped.packets": "300000", "unmapped.peak_pps": "120000.5",
+		"unmapped.packets_lo": "296610", "unmapped.packets_hi": "303420", "unmapped.bytes_lo": "17796600", "unmapped.bytes_hi": "18205200",
 		"unmapped.sampling_rate": "100",
 	}
 	for path, w := range want {

@@ -37,6 +37,10 @@ const (
 	pbFlowTunnel         = 23
 	pbFlowVNI            = 24
 	pbFlowEndReason      = 25
+	pbFlowPacketsLo      = 26
+	pbFlowPacketsHi      = 27
+	pbFlowBytesLo        = 28
+	pbFlowBytesHi        = 29
 
 	pbAlertID              = 1
 	pbAlertRule            = 2
@@ -58,6 +62,10 @@ const (
 	pbAlertSamplingRate    = 18
 	pbAlertTechniques      = 19
 	pbAlertSummary         = 20
+	pbAlertPacketsLo       = 21
+	pbAlertPacketsHi       = 22
+	pbAlertBytesLo         = 23
+	pbAlertBytesHi         = 24
 
 	pbKeyValueName  = 1
 	pbKeyValueValue = 2
@@ -105,7 +113,14 @@ func AppendFlowProto(b []byte, r *flow.Record, ifname func(uint32) string) []byt
 	if k.Tunnel != flow.TunnelNone {
 		b = appendPbInt(b, pbFlowVNI, uint64(k.VNI))
 	}
-	return appendPbInt(b, pbFlowEndReason, uint64(r.EndReason.IPFIX()))
+	b = appendPbInt(b, pbFlowEndReason, uint64(r.EndReason.IPFIX()))
+	// The intervals came after the first release: numbered last, so
+	// written last, in field order.
+	pi, bi := r.PacketsEstimate().Interval(), r.BytesEstimate().Interval()
+	b = appendPbInt(b, pbFlowPacketsLo, pi.Lo)
+	b = appendPbInt(b, pbFlowPacketsHi, pi.Hi)
+	b = appendPbInt(b, pbFlowBytesLo, bi.Lo)
+	return appendPbInt(b, pbFlowBytesHi, bi.Hi)
 }
 
 // AppendAlertProto appends a as one vigil.v1.Alert message
@@ -142,7 +157,11 @@ func AppendAlertProto(b []byte, a *flow.Alert) []byte {
 		b = protowire.AppendTag(b, pbAlertTechniques, protowire.BytesType)
 		b = appendPbStringBody(b, t)
 	}
-	return appendPbString(b, pbAlertSummary, a.Summary)
+	b = appendPbString(b, pbAlertSummary, a.Summary)
+	b = appendPbInt(b, pbAlertPacketsLo, a.PacketsCI.Lo)
+	b = appendPbInt(b, pbAlertPacketsHi, a.PacketsCI.Hi)
+	b = appendPbInt(b, pbAlertBytesLo, a.BytesCI.Lo)
+	return appendPbInt(b, pbAlertBytesHi, a.BytesCI.Hi)
 }
 
 func appendPbTops(b []byte, num protowire.Number, tops []flow.Top) []byte {

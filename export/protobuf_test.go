@@ -154,6 +154,7 @@ func pbTestFlows() []flow.Record {
 		},
 		Start: 1_795_000_000_123_456_789, End: 1_795_000_004_250_000_000,
 		SampledPackets: 12, SampledBytes: 14560, Packets: 1200, Bytes: 1456000, Samples: 12, RateSum: 1200,
+		PacketsVar: 12 * 100 * 99, BytesVar: 12 * 100 * 99 * 1213 * 1213, MaxPacketsW: 99, MaxBytesW: 99 * 1213,
 		TCPFlags: flow.TCPSyn | flow.TCPAck | flow.TCPFin | flow.TCPPsh, TOS: 0x10, MinTTL: 57, MaxTTL: 64, EndReason: flow.EndTCP,
 	}
 	v6 := flow.Record{
@@ -164,6 +165,7 @@ func pbTestFlows() []flow.Record {
 		},
 		Start: 1_795_000_000_000_000_000, End: 1_795_000_060_000_000_001,
 		SampledPackets: 3, SampledBytes: 300, Packets: 3 << 40, Bytes: 1 << 62, Samples: 3, RateSum: 3001,
+		PacketsVar: 1e25, BytesVar: 1e37, MaxPacketsW: 1 << 40, MaxBytesW: 1 << 61,
 		TOS: 0xb8, MinTTL: 1, MaxTTL: 255, EndReason: flow.EndActive,
 	}
 	icmp := flow.Record{ // zero ports, flags and TOS: fields left out must read back as 0
@@ -189,6 +191,7 @@ func pbWantFlow(r *flow.Record, ifname string) map[string]any {
 	if k.Tunnel != flow.TunnelNone {
 		tunnel, vni = enumName("TUNNEL_", k.Tunnel), k.VNI
 	}
+	pi, bi := r.PacketsEstimate().Interval(), r.BytesEstimate().Interval()
 	return map[string]any{
 		"start_ns": r.Start, "end_ns": r.End, "interface": ifname, "ifindex": k.Ifindex,
 		"direction": enumName("DIRECTION_", k.Direction), "ip_version": uint32(k.IPVersion),
@@ -198,6 +201,7 @@ func pbWantFlow(r *flow.Record, ifname string) map[string]any {
 		"sampling_rate": r.SamplingRate(), "tcp_flags": uint32(r.TCPFlags), "tos": uint32(r.TOS),
 		"ttl_min": uint32(r.MinTTL), "ttl_max": uint32(r.MaxTTL), "vlan": uint32(k.VLAN), "inner_vlan": uint32(k.InnerVLAN),
 		"tunnel": tunnel, "vni": vni, "end_reason": enumName("END_REASON_", r.EndReason),
+		"packets_lo": pi.Lo, "packets_hi": pi.Hi, "bytes_lo": bi.Lo, "bytes_hi": bi.Hi,
 	}
 }
 
@@ -277,7 +281,8 @@ func pbTestAlerts() []flow.Alert {
 		ID: "a-0001", Rule: "syn_flood", State: flow.AlertStart, Severity: flow.SeverityHigh,
 		Key:  []flow.KeyValue{{Name: "dst_addr", Value: "198.51.100.7"}, {Name: "dst_port", Value: "443"}},
 		Time: 1_795_000_010_000_000_000, Start: 1_795_000_000_000_000_001, End: 1_795_000_009_999_999_999,
-		Packets: 1_000_000, Bytes: 64_000_000, PeakPPS: 123456.789, PeakBPS: 9.87654321e9, CurrentPPS: 100000.5, CurrentBPS: 1e-3,
+		Packets: 1_000_000, Bytes: 64_000_000, PacketsCI: flow.Interval{Lo: 994_000, Hi: 1_006_100}, BytesCI: flow.Interval{Lo: 63_500_000, Hi: 64_600_000},
+		PeakPPS: 123456.789, PeakBPS: 9.87654321e9, CurrentPPS: 100000.5, CurrentBPS: 1e-3,
 		TopSources:      []flow.Top{{Value: "192.0.2.1", Packets: 500000}, {Value: "2001:db8::7", Packets: 1}, {Value: "", Packets: 0}},
 		TopDestinations: []flow.Top{{Value: "198.51.100.7", Packets: 1_000_000}},
 		TopPorts:        []flow.Top{{Value: "443", Packets: 999_000}, {Value: "80", Packets: 1000}},
@@ -344,6 +349,7 @@ func pbWantAlert(a *flow.Alert) map[string]any {
 		"peak_pps": pbFinite(a.PeakPPS), "peak_bps": pbFinite(a.PeakBPS), "current_pps": pbFinite(a.CurrentPPS), "current_bps": pbFinite(a.CurrentBPS),
 		"top_sources": pbWantTops(a.TopSources), "top_destinations": pbWantTops(a.TopDestinations), "top_ports": pbWantTops(a.TopPorts),
 		"sampling_rate": a.SamplingRate, "techniques": techniques, "summary": pbValidUTF8(a.Summary),
+		"packets_lo": a.PacketsCI.Lo, "packets_hi": a.PacketsCI.Hi, "bytes_lo": a.BytesCI.Lo, "bytes_hi": a.BytesCI.Hi,
 	}
 }
 
