@@ -34,6 +34,10 @@ type flowRecord struct {
 	Proto          uint8     `json:"proto"`
 	Packets        uint64    `json:"packets"`
 	Bytes          uint64    `json:"bytes"`
+	PacketsLo      uint64    `json:"packets_lo"`
+	PacketsHi      uint64    `json:"packets_hi"`
+	BytesLo        uint64    `json:"bytes_lo"`
+	BytesHi        uint64    `json:"bytes_hi"`
 	SampledPackets uint64    `json:"sampled_packets"`
 	SampledBytes   uint64    `json:"sampled_bytes"`
 	SamplingRate   uint32    `json:"sampling_rate"`
@@ -127,6 +131,7 @@ func checkFlowSchema(t *testing.T, where string, raw map[string]any) {
 	maxOf := map[string]uint64{
 		"ifindex": math.MaxUint32, "ip_version": 6, "src_port": 65535, "dst_port": 65535, "proto": 255,
 		"packets": math.MaxUint64, "bytes": math.MaxUint64, "sampled_packets": math.MaxUint64,
+		"packets_lo": math.MaxUint64, "packets_hi": math.MaxUint64, "bytes_lo": math.MaxUint64, "bytes_hi": math.MaxUint64,
 		"sampled_bytes": math.MaxUint64, "sampling_rate": math.MaxUint32, "tcp_flags": 255,
 		"tos": 255, "ttl_min": 255, "ttl_max": 255,
 	}
@@ -200,6 +205,15 @@ func checkFlowValues(t *testing.T, where string, r *flowRecord) {
 	if r.SampledPackets == 0 || r.SamplingRate == 0 || r.Packets < r.SampledPackets || r.Bytes < r.SampledBytes {
 		t.Errorf("%s: packets %d bytes %d sampled %d/%d rate %d: inconsistent",
 			where, r.Packets, r.Bytes, r.SampledPackets, r.SampledBytes, r.SamplingRate)
+	}
+	// The 95% intervals hold the estimates and what was seen; at rate 1
+	// the lower end is exact (the upper one is too unless the rate rose
+	// while the flow was open).
+	if r.PacketsLo > r.Packets || r.Packets > r.PacketsHi || r.PacketsLo < r.SampledPackets ||
+		r.BytesLo > r.Bytes || r.Bytes > r.BytesHi || r.BytesLo < r.SampledBytes ||
+		(r.SamplingRate == 1 && (r.PacketsLo != r.Packets || r.BytesLo != r.Bytes)) {
+		t.Errorf("%s: packets %d in [%d, %d], bytes %d in [%d, %d], sampled %d/%d at rate %d: inconsistent intervals",
+			where, r.Packets, r.PacketsLo, r.PacketsHi, r.Bytes, r.BytesLo, r.BytesHi, r.SampledPackets, r.SampledBytes, r.SamplingRate)
 	}
 	if r.TTLMin > r.TTLMax {
 		t.Errorf("%s: ttl_min %d > ttl_max %d", where, r.TTLMin, r.TTLMax)
