@@ -61,11 +61,16 @@ type Event struct {
 	Packets   uint64 // estimated
 	Bytes     uint64 // estimated
 	Samples   uint64 // samples behind the event: 1 for a sample
-	Rate      uint32 // the 1-in-N rate behind the event
-	Duration  int64  // ns; flow records only
-	Rule      string // alerts only: the rule that raised it
-	Severity  flow.Severity
-	State     flow.AlertState
+	// A flow record's own variances of Packets and Bytes and largest
+	// weights (flow.Estimate's Var and MaxW); 0 for samples and alerts,
+	// whose intervals follow from Packets, Bytes and Rate.
+	PacketsVar, BytesVar   float64
+	MaxPacketsW, MaxBytesW float32
+	Rate                   uint32 // the 1-in-N rate behind the event
+	Duration               int64  // ns; flow records only
+	Rule                   string // alerts only: the rule that raised it
+	Severity               flow.Severity
+	State                  flow.AlertState
 
 	allowed bool // on the allow list: no rule sees it
 }
@@ -106,23 +111,27 @@ func (e *Event) FromSample(s *flow.Sample) {
 func (e *Event) FromRecord(r *flow.Record) {
 	k := &r.Key
 	*e = Event{
-		Source:    SourceFlows,
-		Time:      r.End,
-		SrcAddr:   k.Src(),
-		DstAddr:   k.Dst(),
-		SrcPort:   k.SrcPort,
-		DstPort:   k.DstPort,
-		Proto:     k.Proto,
-		TCPFlags:  r.TCPFlags,
-		Packets:   r.Packets,
-		Bytes:     r.Bytes,
-		Samples:   r.Samples,
-		Rate:      r.SamplingRate(),
-		Duration:  r.End - r.Start,
-		Direction: k.Direction,
-		Ifindex:   k.Ifindex,
-		VNI:       k.VNI,
-		IPVersion: k.IPVersion,
+		Source:      SourceFlows,
+		Time:        r.End,
+		SrcAddr:     k.Src(),
+		DstAddr:     k.Dst(),
+		SrcPort:     k.SrcPort,
+		DstPort:     k.DstPort,
+		Proto:       k.Proto,
+		TCPFlags:    r.TCPFlags,
+		Packets:     r.Packets,
+		Bytes:       r.Bytes,
+		Samples:     r.Samples,
+		PacketsVar:  r.PacketsVar,
+		BytesVar:    r.BytesVar,
+		MaxPacketsW: r.MaxPacketsW,
+		MaxBytesW:   r.MaxBytesW,
+		Rate:        r.SamplingRate(),
+		Duration:    r.End - r.Start,
+		Direction:   k.Direction,
+		Ifindex:     k.Ifindex,
+		VNI:         k.VNI,
+		IPVersion:   k.IPVersion,
 	}
 }
 

@@ -110,6 +110,15 @@ func TestAlertIntervalCoverage(t *testing.T) {
 		// from the window the alert starts with.
 		{name: "small", packets: 3000, duration: 1500 * time.Millisecond, minLen: 60, maxLen: 60, rate: at100,
 			pps: 1000, batch: 10 * time.Millisecond},
+		// The sampler drops from 1-in-100 to 1-in-10 in the window the
+		// alert starts with: a few heavy samples, then many light ones.
+		{name: "rate drop in the first window", packets: 50_000, duration: time.Second, minLen: 60, maxLen: 1514,
+			rate: func(i int) uint32 {
+				if i < 2500 {
+					return 100
+				}
+				return 10
+			}, pps: 5000, batch: 10 * time.Millisecond},
 		// The sampler moves from 1-in-10 to 1-in-100 half way.
 		{name: "rate change", packets: 50_000, duration: time.Second, minLen: 60, maxLen: 1514,
 			rate: func(i int) uint32 {
@@ -216,9 +225,9 @@ rules:
 
 // TestAlertIntervalCoverageFlows samples many flows of known size to one
 // address at 1-in-100 through the flow table, and feeds the records to a
-// rule reading flows. Each flow carries up to 400 packets of one wire
-// length, so a record's byte variance is what its even spread says, as
-// detect must assume without the record's own (observeEven).
+// rule reading flows. Each flow carries up to 400 packets, half of them
+// 64 bytes long and half 1,514: the byte intervals hold only with the
+// records' own variances (with an even spread assumed they held 90.5%).
 func TestAlertIntervalCoverageFlows(t *testing.T) {
 	const seeds = 1000
 	set := engLoad(t, ivFlowRule, Options{})
@@ -237,10 +246,14 @@ func TestAlertIntervalCoverageFlows(t *testing.T) {
 		var batch []flow.Sample
 		for f := range 200 {
 			src := netip.AddrFrom4([4]byte{198, 51, byte(f >> 8), byte(f)})
-			n, l := 1+r.IntN(400), uint32(60+r.IntN(1455))
+			n := 1 + r.IntN(400)
 			packets += uint64(n)
-			bytes += uint64(n) * uint64(l)
 			for i := range n {
+				l := uint32(64)
+				if r.IntN(2) == 0 {
+					l = 1514
+				}
+				bytes += uint64(l)
 				if r.IntN(100) != 0 {
 					continue
 				}

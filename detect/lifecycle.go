@@ -42,8 +42,15 @@ func (a *alertState) account(ev *Event) {
 		// the one its event counts.
 		k = float64(ev.Packets) / float64(max(ev.Rate, 1))
 	}
-	observeEven(&a.packets, float64(ev.Packets), k, float64(ev.Rate))
-	observeEven(&a.bytes, float64(ev.Bytes), k, float64(ev.Rate))
+	if ev.PacketsVar > 0 || ev.MaxPacketsW > 0 {
+		// A flow record's own estimates.
+		n := float64(max(ev.Rate, 1))
+		a.packets.Add(flow.Estimate{Value: float64(ev.Packets), Seen: float64(ev.Packets) / n, Var: ev.PacketsVar, MaxW: float64(ev.MaxPacketsW)})
+		a.bytes.Add(flow.Estimate{Value: float64(ev.Bytes), Seen: float64(ev.Bytes) / n, Var: ev.BytesVar, MaxW: float64(ev.MaxBytesW)})
+	} else {
+		observeEven(&a.packets, float64(ev.Packets), k, float64(ev.Rate))
+		observeEven(&a.bytes, float64(ev.Bytes), k, float64(ev.Rate))
+	}
 	a.samples += float64(ev.Samples)
 	a.rateSum += float64(ev.Rate) * float64(ev.Samples)
 }
@@ -52,11 +59,11 @@ func (a *alertState) account(ev *Event) {
 // for total, as if each carried the same: Estimate.Observe(rate,
 // total/rate) for one sample, which is what a sample event is.
 //
-// A flow record's event or a window's sums keep only the totals and the
-// mean rate, so the variance of what they stand for is that of evenly
-// filled samples at one rate. It is exact for samples of one packet each
-// at one rate, the packets of a flood; for bytes, and for rates that
-// changed, it is low by the spread of the samples' sizes and rates.
+// An alert read by a chained rule keeps only its totals and mean rate,
+// so the variance of what it stands for is that of evenly filled samples
+// at one rate: exact for samples of one packet each at one rate, low by
+// the spread of sizes and rates otherwise. Flow records and the window
+// carry their own.
 func observeEven(e *flow.Estimate, total, k, rate float64) {
 	if total <= 0 {
 		return
@@ -91,8 +98,8 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64, e
 			nm := len(r.measures)
 			a.samples, a.rateSum = ks.win[nm+colSamples], ks.win[nm+colRateSum]
 			rate := ks.effRate(r)
-			observeEven(&a.packets, ks.win[nm+colPackets], a.samples, rate)
-			observeEven(&a.bytes, ks.win[nm+colBytes], a.samples, rate)
+			a.packets = windowEstimate(ks.win[nm+colPackets], ks.win[nm+colPacketsVar], a.samples, rate)
+			a.bytes = windowEstimate(ks.win[nm+colBytes], ks.win[nm+colBytesVar], a.samples, rate)
 		}
 		switch r.kind {
 		case kindAbsence:
@@ -289,4 +296,14 @@ func (b *bucket) take(now int64) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// windowEstimate is the estimate of a window's sums: their variance is
+// summed, the largest weight that of an even sample at the mean rate.
+func windowEstimate(total, v, k, rate float64) flow.Estimate {
+	if total <= 0 {
+		return flow.Estimate{}
+	}
+	n := max(rate, 1)
+	return flow.Estimate{Value: total, Seen: total / n, Var: v, MaxW: (n - 1) * total / (n * max(k, 1))}
 }

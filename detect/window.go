@@ -6,12 +6,15 @@ import (
 
 // Columns every window row has after the rule's measures: the packets,
 // bytes, samples and sum of sampling rates of the events the rule's
-// filter kept, for current rates and the effective sampling rate.
+// filter kept, for current rates and the effective sampling rate, and
+// the variances of the packet and byte estimates, for their intervals.
 const (
 	colPackets = iota
 	colBytes
 	colSamples
 	colRateSum
+	colPacketsVar
+	colBytesVar
 	extraCols
 )
 
@@ -150,7 +153,14 @@ func (ks *keyState) add(r *rule, e *Event, s int64) {
 		ks.win[i] += v
 	}
 	nm := len(r.measures)
-	extra := [extraCols]float64{float64(e.Packets), float64(e.Bytes), float64(e.Samples), float64(e.Rate) * float64(e.Samples)}
+	pv, bv := e.PacketsVar, e.BytesVar
+	if pv == 0 && e.Rate > 1 {
+		// A sample (or an alert): n(n−1)·x² for x = Packets/n.
+		n, k := float64(e.Rate), max(float64(e.Samples), 1)
+		p, b := float64(e.Packets), float64(e.Bytes)
+		pv, bv = (n-1)*p*p/(n*k), (n-1)*b*b/(n*k)
+	}
+	extra := [extraCols]float64{float64(e.Packets), float64(e.Bytes), float64(e.Samples), float64(e.Rate) * float64(e.Samples), pv, bv}
 	for j, v := range extra {
 		row[nm+j] += v
 		ks.win[nm+j] += v
