@@ -86,7 +86,15 @@ type Interval struct {
 // collapses to the estimate when every sample had rate 1.
 func (e Estimate) Interval() Interval {
 	lo, hi := e.bounds()
-	return Interval{Lo: uint64(math.Floor(lo)), Hi: uint64(math.Ceil(hi))}
+	return Interval{Lo: saturate(math.Floor(lo)), Hi: saturate(math.Ceil(hi))}
+}
+
+// saturate converts to uint64, the largest one for what does not fit.
+func saturate(x float64) uint64 {
+	if x >= 1<<64 {
+		return math.MaxUint64
+	}
+	return uint64(x)
 }
 
 // bounds returns the Level interval, unrounded.
