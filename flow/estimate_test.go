@@ -56,7 +56,7 @@ func TestIntervalExactAtRateOne(t *testing.T) {
 	if e.RelativeError() != 0 {
 		t.Errorf("rate 1: relative error %v, want 0", e.RelativeError())
 	}
-	huge := Estimate{Value: 1.8e19, Seen: 1, Var: 1.8e19 * 1e6, MaxW: 1e6}
+	huge := Estimate{Value: 1.8e19, Seen: 1, Var: 1e37, MaxW: 1e6}
 	if got := huge.Interval(); got.Hi != math.MaxUint64 || got.Lo > got.Hi {
 		t.Errorf("an interval past 2^64: %+v, want it to saturate", got)
 	}
