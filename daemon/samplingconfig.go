@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -54,7 +55,7 @@ func (c *CaptureConfig) validateSampling(bad func(field, format string, args ...
 		if l.MaxRate > sampler.MaxControllerRate {
 			bad(field+".max_rate", "%d is above the largest rate %d", l.MaxRate, sampler.MaxControllerRate)
 		}
-		lo, hi := cmpOr(l.MinRate, a.MinRate), cmpOr(l.MaxRate, a.MaxRate)
+		lo, hi := cmp.Or(l.MinRate, a.MinRate), cmp.Or(l.MaxRate, a.MaxRate)
 		if hi != 0 && lo > hi {
 			bad(field+".min_rate", "%d is above max_rate %d", lo, hi)
 		}
@@ -68,13 +69,6 @@ func (c *CaptureConfig) validateSampling(bad func(field, format string, args ...
 		}
 		limits(field, a.Interfaces[name], false)
 	}
-}
-
-func cmpOr(a, b uint32) uint32 {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // controllerConfig is the controller's view of the configuration, with

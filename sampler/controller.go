@@ -101,7 +101,6 @@ type Controller struct {
 	ifs     map[uint32]*ifControl
 	last    Counters
 	started bool
-	backoff float64 // the fraction of the budgets in force, (0, 1]
 	stats   ControllerStats
 }
 
@@ -119,11 +118,9 @@ type ratePoint struct {
 
 // ControllerStats are the controller's counters.
 type ControllerStats struct {
-	Up, Down  uint64  // rate changes, by direction
-	Backoffs  uint64  // steps that found new drops and cut the budget
-	Backoff   float64 // the fraction of the budget in force
-	FrameRate float64 // frames per second over every interface, last step
-	Expected  float64 // samples per second the rates in force should give
+	Up, Down uint64  // rate changes, by direction
+	Backoffs uint64  // steps that found new drops and cut the budget
+	Backoff  float64 // the fraction of the budget in force
 }
 
 // NewController returns a controller starting every interface at start.
@@ -131,7 +128,7 @@ func NewController(cfg ControllerConfig, start uint32) (*Controller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, start: max(start, 1), ifs: make(map[uint32]*ifControl), backoff: 1}
+	c := &Controller{cfg: cfg, start: max(start, 1), ifs: make(map[uint32]*ifControl)}
 	c.stats.Backoff = 1
 	return c, nil
 }
@@ -184,25 +181,22 @@ func (c *Controller) Step(now Counters) []RateChange {
 
 	// Back off when samples were lost; grow back slowly otherwise.
 	if drops > 0 {
-		c.backoff = max(c.backoff/2, minBackoff)
+		c.stats.Backoff = max(c.stats.Backoff/2, minBackoff)
 		c.stats.Backoffs++
 	} else if !first {
-		c.backoff = min(1, c.backoff*math.Pow(backoffGrowth, dt))
+		c.stats.Backoff = min(1, c.stats.Backoff*math.Pow(backoffGrowth, dt))
 	}
-	c.stats.Backoff = c.backoff
 
 	// Each interface's frame rate: the latest for a rise, the highest of
 	// the last holdDown for a fall.
 	type want struct {
 		ic      *ifControl
 		ifindex uint32
-		now     float64 // frames per second in the last step
 		pps     float64 // the rate to plan for
 		budget  float64
 		lo, hi  float64
 	}
 	wants := make([]want, 0, len(now.Interfaces))
-	var total float64
 	for _, f := range now.Interfaces {
 		ic, ok := c.ifs[f.Ifindex]
 		if !ok {
@@ -226,11 +220,9 @@ func (c *Controller) Step(now Counters) []RateChange {
 		for _, p := range ic.history {
 			plan = max(plan, p.pps)
 		}
-		total += pps
 		budget, lo, hi := c.limits(f.Ifindex)
-		wants = append(wants, want{ic: ic, ifindex: f.Ifindex, now: pps, pps: plan, budget: budget * c.backoff, lo: lo, hi: hi})
+		wants = append(wants, want{ic: ic, ifindex: f.Ifindex, pps: plan, budget: budget * c.stats.Backoff, lo: lo, hi: hi})
 	}
-	c.stats.FrameRate = total
 	if len(wants) == 0 {
 		return nil
 	}
@@ -253,7 +245,7 @@ func (c *Controller) Step(now Counters) []RateChange {
 	}
 	// Find g with spend(g) = budget by bisection on log g: spend falls
 	// as g rises.
-	budget := c.cfg.Budget * c.backoff
+	budget := c.cfg.Budget * c.stats.Backoff
 	g := 1.0
 	if spend(g) > budget {
 		lo, hi := 0.0, math.Log(MaxControllerRate)
@@ -269,7 +261,6 @@ func (c *Controller) Step(now Counters) []RateChange {
 	}
 
 	var changes []RateChange
-	var expected float64
 	for i := range wants {
 		w := &wants[i]
 		target := at(w, g)
@@ -282,7 +273,6 @@ func (c *Controller) Step(now Counters) []RateChange {
 			next = max(math.Round(target), math.Ceil(cur/math.Pow(maxStepDown, dt/0.1)))
 		}
 		next = min(max(next, w.lo), w.hi)
-		expected += w.now / next
 		if uint32(next) == w.ic.rate {
 			continue
 		}
@@ -295,7 +285,6 @@ func (c *Controller) Step(now Counters) []RateChange {
 		w.ic.rate = ch.To
 		changes = append(changes, ch)
 	}
-	c.stats.Expected = expected
 	slices.SortFunc(changes, func(a, b RateChange) int { return int(a.Ifindex) - int(b.Ifindex) })
 	return changes
 }

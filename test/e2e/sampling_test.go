@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -93,6 +90,12 @@ func TestAdaptiveSamplingRamp(t *testing.T) {
 	v := startVigil(t, lab, bin, addr, "--interface", netlab.SensorIf, "--sample-budget", fmt.Sprint(budget),
 		"--flows-out", out, "--metrics-addr", addr)
 
+	// With no traffic the controller brings the rate down from its start
+	// (1-in-100) to 1; the ramp's first step is measured from there.
+	v.waitMetric("the rate settled at 1-in-1", 5*time.Second, func(m promText) bool {
+		r, ok := m.sum("vigil_interface_sampling_rate", `interface="vsensor"`)
+		return ok && r == 1
+	})
 	steps := runRamp(t, lab, v)
 	for _, s := range steps {
 		t.Logf("%6d pps aimed: %8.0f frames/s counted, %6.0f samples/s, rate 1-in-%.0f", s.pps, s.frames, s.samples, s.rate)
@@ -146,13 +149,13 @@ func TestAdaptiveSamplingRamp(t *testing.T) {
 	exact := m.get(t, "vigil_packets_total", `interface="vsensor"`)
 	v.stop()
 	var est, lo, hi float64
-	for _, r := range readFlowLines(t, out) {
+	for _, r := range readFlowsFile(t, out) {
 		if r.DstPort != 9000 {
 			continue
 		}
-		est += r.Packets
-		lo += r.PacketsLo
-		hi += r.PacketsHi
+		est += float64(r.Packets)
+		lo += float64(r.PacketsLo)
+		hi += float64(r.PacketsHi)
 	}
 	t.Logf("flow records: %.0f packets estimated [%.0f, %.0f]; %.0f counted on the interface", est, lo, hi, exact)
 	// The interface also saw a few packets of the kernel's own (MLD):
@@ -161,33 +164,4 @@ func TestAdaptiveSamplingRamp(t *testing.T) {
 	if hi < 0.99*exact || lo > exact {
 		t.Errorf("the records' interval [%.0f, %.0f] does not hold the %.0f packets counted", lo, hi, exact)
 	}
-}
-
-// rampFlow is the part of a JSON flow line the ramp test reads.
-type rampFlow struct {
-	DstPort   int     `json:"dst_port"`
-	Packets   float64 `json:"packets"`
-	PacketsLo float64 `json:"packets_lo"`
-	PacketsHi float64 `json:"packets_hi"`
-}
-
-// readFlowLines reads the flow lines of a JSON lines file.
-func readFlowLines(t testing.TB, path string) []rampFlow {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []rampFlow
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		if !bytes.Contains(line, []byte(`"kind":"flow"`)) {
-			continue
-		}
-		var r rampFlow
-		if err := json.Unmarshal(line, &r); err != nil {
-			t.Fatalf("%s: %v: %s", path, err, line)
-		}
-		out = append(out, r)
-	}
-	return out
 }
