@@ -78,9 +78,14 @@ func runRamp(t testing.TB, lab *netlab.Lab, v *vigilProc) []rampStep {
 // of 5,000 samples per second. Below the budget every packet is
 // sampled; above it the sample stream stays within ±20% of the budget.
 // After the ramp the self-check's estimate of the interface's packets
-// agrees with the exact counter within the error bound it reports, and
-// so does the sum of the flow records' estimates with the packets sent.
+// agrees with the exact counter within twice the 95% error bound it
+// reports, and so does the sum of the flow records' estimates with the
+// packets sent. (Over ten runs here the self-check's error averaged
+// −0.12% with a spread of 0.8%, the bound's standard error.)
 func TestAdaptiveSamplingRamp(t *testing.T) {
+	// ciSlack widens the daemon's 95% intervals to 3.9 standard errors so
+	// that the test checks the estimates without failing one run in 20.
+	const ciSlack = 2.0
 	testutil.RequirePrivileged(t)
 	bin := buildVigil(t)
 	lab := labUp(t)
@@ -129,8 +134,12 @@ func TestAdaptiveSamplingRamp(t *testing.T) {
 	if bound <= 0 || bound > 0.05 {
 		t.Errorf("self-check bound %v, want a few percent", bound)
 	}
-	if math.Abs(relErr) > bound {
-		t.Errorf("self-check: relative error %.4f outside its bound %.4f", relErr, bound)
+	// The bound is a 95% interval: a correct sensor falls outside it one
+	// run in twenty. The test allows 2× the bound (3.9 standard errors,
+	// one run in ten thousand); a lost or biased sample stream is off by
+	// far more (the unit test sees −50% when half the samples are lost).
+	if math.Abs(relErr) > ciSlack*bound {
+		t.Errorf("self-check: relative error %.4f outside %v× its 95%% bound %.4f", relErr, ciSlack, bound)
 	}
 	if n := m.counter("vigil_sampling_adjustments_total", `interface="vsensor"`, `direction="up"`); n < 3 {
 		t.Errorf("%v upward rate changes over a 100x ramp", n)
@@ -160,8 +169,10 @@ func TestAdaptiveSamplingRamp(t *testing.T) {
 	t.Logf("flow records: %.0f packets estimated [%.0f, %.0f]; %.0f counted on the interface", est, lo, hi, exact)
 	// The interface also saw a few packets of the kernel's own (MLD):
 	// the records of port 9000 must hold at most the counter and at
-	// least the counter less 1%.
+	// least the counter less 1%. As above, the 95% interval is widened
+	// to ciSlack× its half-widths around the estimate.
+	lo, hi = est-ciSlack*(est-lo), est+ciSlack*(hi-est)
 	if hi < 0.99*exact || lo > exact {
-		t.Errorf("the records' interval [%.0f, %.0f] does not hold the %.0f packets counted", lo, hi, exact)
+		t.Errorf("the records' interval, widened %v×, [%.0f, %.0f] does not hold the %.0f packets counted", ciSlack, lo, hi, exact)
 	}
 }
