@@ -44,16 +44,17 @@ type ivAttack struct {
 }
 
 // sample draws the attack with seed: the events of the sampled packets
-// and the true packet and byte totals.
-func (at *ivAttack) sample(seed uint64) (evs []Event, packets, bytes uint64) {
+// and the true byte counts, cumulative: cum[i] is the bytes of packets
+// 0..i-1, so cum[at.packets] is the total.
+func (at *ivAttack) sample(seed uint64) (evs []Event, cum []uint64) {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
 	src, dst := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("203.0.113.9")
-	gap := int64(at.duration) / int64(at.packets)
+	gap := at.gap()
+	cum = make([]uint64, at.packets+1)
 	for i := range at.packets {
 		n := at.rate(i)
 		l := uint64(at.minLen + r.IntN(at.maxLen-at.minLen+1))
-		packets++
-		bytes += l
+		cum[i+1] = cum[i] + l
 		if n > 1 && r.Uint32N(n) != 0 {
 			continue
 		}
@@ -63,13 +64,16 @@ func (at *ivAttack) sample(seed uint64) (evs []Event, packets, bytes uint64) {
 			Packets: uint64(n), Bytes: l * uint64(n), Samples: 1, Rate: n,
 		})
 	}
-	return evs, packets, bytes
+	return evs, cum
 }
 
-// run feeds the attack's events to a fresh engine in batches and returns
-// the alert's end report.
-func (at *ivAttack) run(t *testing.T, set *RuleSet, evs []Event) (flow.Alert, bool) {
-	t.Helper()
+// gap is the time between the attack's packets: packet i is sent at
+// engT0 + i·gap.
+func (at *ivAttack) gap() int64 { return int64(at.duration) / int64(at.packets) }
+
+// feed feeds the attack's events to a fresh engine in batches and
+// returns every report.
+func (at *ivAttack) feed(set *RuleSet, evs []Event) *engRecorder {
 	rec := &engRecorder{}
 	e := NewEngine(set, EngineConfig{}, rec.emit)
 	step := int64(at.batch)
@@ -82,7 +86,14 @@ func (at *ivAttack) run(t *testing.T, set *RuleSet, evs []Event) (flow.Alert, bo
 		lo = hi
 	}
 	e.Close(engT0 + int64(at.duration) + int64(time.Second))
-	ends := rec.of("flood", flow.AlertEnd)
+	return rec
+}
+
+// run feeds the attack's events to a fresh engine in batches and returns
+// the alert's end report.
+func (at *ivAttack) run(t *testing.T, set *RuleSet, evs []Event) (flow.Alert, bool) {
+	t.Helper()
+	ends := at.feed(set, evs).of("flood", flow.AlertEnd)
 	if len(ends) != 1 {
 		return flow.Alert{}, false
 	}
@@ -134,7 +145,8 @@ func TestAlertIntervalCoverage(t *testing.T) {
 			var inP, inB, alerts int
 			var widthP, widthB, sdP, sdB float64
 			for seed := range uint64(seeds) {
-				evs, packets, bytes := at.sample(seed + 1)
+				evs, cum := at.sample(seed + 1)
+				packets, bytes := uint64(at.packets), cum[at.packets]
 				a, ok := at.run(t, set, evs)
 				if !ok {
 					continue

@@ -30,8 +30,11 @@ type alertState struct {
 	packets, bytes   flow.Estimate
 	samples, rateSum float64
 	peakPPS, peakBPS float64
-	curPPS, curBPS   float64
-	vals             []float64 // the measures when the condition last held
+	// The window's extra columns (packets, bytes, samples, rates,
+	// variances) when the condition last held: the current rates, with
+	// what their intervals need.
+	cur  [extraCols]float64
+	vals []float64 // the measures when the condition last held
 }
 
 // account adds an event the rule kept to a running alert's totals.
@@ -76,11 +79,12 @@ func observeEven(e *flow.Estimate, total, k, rate float64) {
 	e.MaxW = max(e.MaxW, (n-1)*x)
 }
 
-// current takes the key's window rates as the alert's current figures.
+// current takes the key's window as the alert's current figures. Their
+// estimates and intervals are made only when a report is built.
 func (a *alertState) current(ks *keyState, r *rule) {
-	a.curPPS, a.curBPS = ks.pps(r), ks.bps(r)
-	a.peakPPS = max(a.peakPPS, a.curPPS)
-	a.peakBPS = max(a.peakBPS, a.curBPS)
+	copy(a.cur[:], ks.win[len(r.measures):])
+	a.peakPPS = max(a.peakPPS, ks.pps(r))
+	a.peakBPS = max(a.peakBPS, ks.bps(r))
 }
 
 // trigger records that the rule's condition holds for a key at t: it
@@ -180,13 +184,18 @@ func (rs *ruleState) build(ks *keyState, st flow.AlertState, now int64) flow.Ale
 		BytesCI:    a.bytes.Interval(),
 		PeakPPS:    a.peakPPS,
 		PeakBPS:    a.peakBPS,
-		CurrentPPS: a.curPPS,
-		CurrentBPS: a.curBPS,
 		Techniques: r.techniques,
 	}
 	if st == stateEnd {
 		al.End = max(a.last, ks.last)
-		al.CurrentPPS, al.CurrentBPS = 0, 0
+	} else if c := &a.cur; c[colPackets] > 0 {
+		secs := float64(r.window) / 1e9
+		rate := c[colRateSum] / max(c[colSamples], 1)
+		packets := windowEstimate(c[colPackets], c[colPacketsVar], c[colSamples], rate)
+		bytes := windowEstimate(c[colBytes], c[colBytesVar], c[colSamples], rate)
+		al.CurrentPPS, al.CurrentBPS = packets.Value/secs, 8*bytes.Value/secs
+		al.CurrentPPSCI = packets.Interval().Per(secs)
+		al.CurrentBPSCI = bytes.Interval().Per(secs / 8)
 	}
 	if a.samples > 0 {
 		al.SamplingRate = uint32(a.rateSum/a.samples + 0.5)

@@ -145,6 +145,7 @@ func AppendAlertJSON(b []byte, a *flow.Alert) []byte {
 	b = appendFloat(b, `,"peak_bps":`, a.PeakBPS)
 	b = appendFloat(b, `,"current_pps":`, a.CurrentPPS)
 	b = appendFloat(b, `,"current_bps":`, a.CurrentBPS)
+	b = appendRateIntervals(b, a.CurrentPPSCI, a.CurrentBPSCI)
 	b = appendTops(b, `,"top_sources":`, a.TopSources)
 	b = appendTops(b, `,"top_destinations":`, a.TopDestinations)
 	b = appendTops(b, `,"top_ports":`, a.TopPorts)
@@ -182,6 +183,15 @@ func appendIntervals(b []byte, packets, bytes flow.Interval) []byte {
 	b = appendUint(b, `,"packets_hi":`, packets.Hi)
 	b = appendUint(b, `,"bytes_lo":`, bytes.Lo)
 	return appendUint(b, `,"bytes_hi":`, bytes.Hi)
+}
+
+// appendRateIntervals appends the 95% confidence intervals of an
+// alert's current rates.
+func appendRateIntervals(b []byte, pps, bps flow.RateInterval) []byte {
+	b = appendFloat(b, `,"current_pps_lo":`, pps.Lo)
+	b = appendFloat(b, `,"current_pps_hi":`, pps.Hi)
+	b = appendFloat(b, `,"current_bps_lo":`, bps.Lo)
+	return appendFloat(b, `,"current_bps_hi":`, bps.Hi)
 }
 
 func appendTops(b []byte, key string, tops []flow.Top) []byte {

@@ -151,6 +151,7 @@ func TestAlertJSONSchema(t *testing.T) {
 		Key:  []flow.KeyValue{{Name: "dst_addr", Value: "203.0.113.9"}, {Name: "note", Value: "a \"quoted\"\nline"}},
 		Time: at.UnixNano(), Start: at.Add(-time.Second).UnixNano(), End: at.UnixNano(),
 		Packets: 100000, Bytes: 6400000, PacketsCI: flow.Interval{Lo: 98040, Hi: 101985}, BytesCI: flow.Interval{Lo: 6274560, Hi: 6527040}, PeakPPS: 100000.12345, PeakBPS: math.Inf(1), CurrentPPS: 99000, CurrentBPS: 50688000,
+		CurrentPPSCI: flow.RateInterval{Lo: 97050.5, Hi: 100990.25}, CurrentBPSCI: flow.RateInterval{Lo: 49000000, Hi: 52000000.125},
 		TopSources: []flow.Top{{Value: "198.51.100.1", Packets: 900}}, TopPorts: []flow.Top{{Value: "80", Packets: 1000}},
 		SamplingRate: 100, Techniques: []string{"T1498.001"}, Summary: "SYN flood against 203.0.113.9",
 	}
@@ -175,6 +176,7 @@ func TestAlertJSONSchema(t *testing.T) {
 		"time": "2026-11-22T10:00:01.000000000Z", "start": "2026-11-22T10:00:00.000000000Z", "end": "2026-11-22T10:00:01.000000000Z",
 		"packets": 100000.0, "bytes": 6400000.0, "packets_lo": 98040.0, "packets_hi": 101985.0, "bytes_lo": 6274560.0, "bytes_hi": 6527040.0,
 		"peak_pps": 100000.123, "peak_bps": 0.0, "current_pps": 99000.0, "current_bps": 50688000.0,
+		"current_pps_lo": 97050.5, "current_pps_hi": 100990.25, "current_bps_lo": 49000000.0, "current_bps_hi": 52000000.125,
 		"top_sources":      []any{map[string]any{"value": "198.51.100.1", "packets": 900.0}},
 		"top_destinations": []any{},
 		"top_ports":        []any{map[string]any{"value": "80", "packets": 1000.0}},

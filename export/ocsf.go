@@ -306,6 +306,7 @@ func AppendAlertOCSF(b []byte, a *flow.Alert, p OCSFProduct) []byte {
 	b = appendFloat(b, `,"peak_bps":`, a.PeakBPS)
 	b = appendFloat(b, `,"current_pps":`, a.CurrentPPS)
 	b = appendFloat(b, `,"current_bps":`, a.CurrentBPS)
+	b = appendRateIntervals(b, a.CurrentPPSCI, a.CurrentBPSCI)
 	b = appendUint(b, `,"sampling_rate":`, uint64(a.SamplingRate))
 	return append(b, `}}`...)
 }

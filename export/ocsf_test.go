@@ -128,6 +128,7 @@ func ocsfAlert(state flow.AlertState, sev flow.Severity) flow.Alert {
 		Time: t0.Add(3 * time.Second).UnixNano(), Start: t0.UnixNano(), End: t0.Add(2500 * time.Millisecond).UnixNano(),
 		Packets: 300000, Bytes: 18000000, PacketsCI: flow.Interval{Lo: 296610, Hi: 303420}, BytesCI: flow.Interval{Lo: 17796600, Hi: 18205200},
 		PeakPPS: 120000.5, PeakBPS: 7.2e6, CurrentPPS: 100000.25, CurrentBPS: 6e6,
+		CurrentPPSCI: flow.RateInterval{Lo: 98870.5, Hi: 101140}, CurrentBPSCI: flow.RateInterval{Lo: 5932200, Hi: 6068400},
 		TopSources:      []flow.Top{{Value: "198.51.100.1", Packets: 900}, {Value: "198.51.100.0/24", Packets: 1000}},
 		TopDestinations: []flow.Top{{Value: "2001:db8::9", Packets: 3000}},
 		TopPorts:        []flow.Top{{Value: "80", Packets: 2900}},
@@ -342,6 +343,7 @@ func TestAlertOCSFValues(t *testing.T) {
 		"observables.1.name": "unmapped.key.dst_prefix", "observables.1.type_id": "12",
 		"unmapped.state": "end", "unmapped.key.vlan": "100", "unmapped.packets": "300000", "unmapped.peak_pps": "120000.5",
 		"unmapped.packets_lo": "296610", "unmapped.packets_hi": "303420", "unmapped.bytes_lo": "17796600", "unmapped.bytes_hi": "18205200",
+		"unmapped.current_pps_lo": "98870.5", "unmapped.current_pps_hi": "101140", "unmapped.current_bps_lo": "5932200", "unmapped.current_bps_hi": "6068400",
 		"unmapped.sampling_rate": "100",
 	}
 	for path, w := range want {

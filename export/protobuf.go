@@ -66,6 +66,10 @@ const (
 	pbAlertPacketsHi       = 22
 	pbAlertBytesLo         = 23
 	pbAlertBytesHi         = 24
+	pbAlertCurrentPPSLo    = 25
+	pbAlertCurrentPPSHi    = 26
+	pbAlertCurrentBPSLo    = 27
+	pbAlertCurrentBPSHi    = 28
 
 	pbKeyValueName  = 1
 	pbKeyValueValue = 2
@@ -161,7 +165,11 @@ func AppendAlertProto(b []byte, a *flow.Alert) []byte {
 	b = appendPbInt(b, pbAlertPacketsLo, a.PacketsCI.Lo)
 	b = appendPbInt(b, pbAlertPacketsHi, a.PacketsCI.Hi)
 	b = appendPbInt(b, pbAlertBytesLo, a.BytesCI.Lo)
-	return appendPbInt(b, pbAlertBytesHi, a.BytesCI.Hi)
+	b = appendPbInt(b, pbAlertBytesHi, a.BytesCI.Hi)
+	b = appendPbDouble(b, pbAlertCurrentPPSLo, a.CurrentPPSCI.Lo)
+	b = appendPbDouble(b, pbAlertCurrentPPSHi, a.CurrentPPSCI.Hi)
+	b = appendPbDouble(b, pbAlertCurrentBPSLo, a.CurrentBPSCI.Lo)
+	return appendPbDouble(b, pbAlertCurrentBPSHi, a.CurrentBPSCI.Hi)
 }
 
 func appendPbTops(b []byte, num protowire.Number, tops []flow.Top) []byte {

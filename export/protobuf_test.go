@@ -283,6 +283,7 @@ func pbTestAlerts() []flow.Alert {
 		Time: 1_795_000_010_000_000_000, Start: 1_795_000_000_000_000_001, End: 1_795_000_009_999_999_999,
 		Packets: 1_000_000, Bytes: 64_000_000, PacketsCI: flow.Interval{Lo: 994_000, Hi: 1_006_100}, BytesCI: flow.Interval{Lo: 63_500_000, Hi: 64_600_000},
 		PeakPPS: 123456.789, PeakBPS: 9.87654321e9, CurrentPPS: 100000.5, CurrentBPS: 1e-3,
+		CurrentPPSCI: flow.RateInterval{Lo: 99000.25, Hi: 101000.75}, CurrentBPSCI: flow.RateInterval{Lo: 0, Hi: 8e-3},
 		TopSources:      []flow.Top{{Value: "192.0.2.1", Packets: 500000}, {Value: "2001:db8::7", Packets: 1}, {Value: "", Packets: 0}},
 		TopDestinations: []flow.Top{{Value: "198.51.100.7", Packets: 1_000_000}},
 		TopPorts:        []flow.Top{{Value: "443", Packets: 999_000}, {Value: "80", Packets: 1000}},
@@ -350,6 +351,8 @@ func pbWantAlert(a *flow.Alert) map[string]any {
 		"top_sources": pbWantTops(a.TopSources), "top_destinations": pbWantTops(a.TopDestinations), "top_ports": pbWantTops(a.TopPorts),
 		"sampling_rate": a.SamplingRate, "techniques": techniques, "summary": pbValidUTF8(a.Summary),
 		"packets_lo": a.PacketsCI.Lo, "packets_hi": a.PacketsCI.Hi, "bytes_lo": a.BytesCI.Lo, "bytes_hi": a.BytesCI.Hi,
+		"current_pps_lo": pbFinite(a.CurrentPPSCI.Lo), "current_pps_hi": pbFinite(a.CurrentPPSCI.Hi),
+		"current_bps_lo": pbFinite(a.CurrentBPSCI.Lo), "current_bps_hi": pbFinite(a.CurrentBPSCI.Hi),
 	}
 }
 

@@ -19,8 +19,10 @@ type Alert struct {
 	BytesCI    Interval   // 95% (Level) confidence interval of Bytes
 	PeakPPS    float64
 	PeakBPS    float64
-	CurrentPPS float64
+	CurrentPPS float64 // over the rule's window, when the report was made
 	CurrentBPS float64
+	// 95% (Level) confidence intervals of CurrentPPS and CurrentBPS.
+	CurrentPPSCI, CurrentBPSCI RateInterval
 	// Evidence: the heaviest sources, destinations and ports.
 	TopSources      []Top
 	TopDestinations []Top

@@ -67,6 +67,16 @@ type Interval struct {
 	Lo, Hi uint64
 }
 
+// RateInterval is a two-sided confidence interval of an estimated rate.
+type RateInterval struct {
+	Lo, Hi float64
+}
+
+// Per returns the interval of the rate of a total counted over seconds.
+func (i Interval) Per(seconds float64) RateInterval {
+	return RateInterval{Lo: float64(i.Lo) / seconds, Hi: float64(i.Hi) / seconds}
+}
+
 // Interval returns the Level confidence interval of the total, rounded
 // outwards.
 //

@@ -21,21 +21,30 @@ const floodFor = 8 * time.Second
 
 // alertLine is the part of an alert JSON line the live test reads.
 type alertLine struct {
-	Kind         string            `json:"kind"`
-	ID           string            `json:"id"`
-	Rule         string            `json:"rule"`
-	State        string            `json:"state"`
-	Key          map[string]string `json:"key"`
-	Time         time.Time         `json:"time"`
-	Start        time.Time         `json:"start"`
-	PeakPPS      float64           `json:"peak_pps"`
-	SamplingRate int               `json:"sampling_rate"`
+	Kind       string            `json:"kind"`
+	ID         string            `json:"id"`
+	Rule       string            `json:"rule"`
+	State      string            `json:"state"`
+	Key        map[string]string `json:"key"`
+	Time       time.Time         `json:"time"`
+	Start      time.Time         `json:"start"`
+	PeakPPS    float64           `json:"peak_pps"`
+	CurrentPPS float64           `json:"current_pps"`
+	CurrentBPS float64           `json:"current_bps"`
+	// The 95% intervals of the current rates; pointers, so that a
+	// missing field is told from a zero.
+	CurrentPPSLo *float64 `json:"current_pps_lo"`
+	CurrentPPSHi *float64 `json:"current_pps_hi"`
+	CurrentBPSLo *float64 `json:"current_bps_lo"`
+	CurrentBPSHi *float64 `json:"current_bps_hi"`
+	SamplingRate int      `json:"sampling_rate"`
 	TopSources   []struct {
 		Value string `json:"value"`
 	} `json:"top_sources"`
 }
 
-// readAlerts returns the alert lines of a JSON lines file.
+// readAlerts returns the alert lines of a JSON lines file. Every line
+// must carry intervals of its current rates that hold them.
 func readAlerts(t *testing.T, path string) []alertLine {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -52,6 +61,13 @@ func readAlerts(t *testing.T, path string) []alertLine {
 		var a alertLine
 		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
 			t.Fatalf("%s: %v: %s", path, err, sc.Bytes())
+		}
+		if a.CurrentPPSLo == nil || a.CurrentPPSHi == nil || a.CurrentBPSLo == nil || a.CurrentBPSHi == nil {
+			t.Fatalf("%s: an alert without the intervals of its current rates: %s", path, sc.Bytes())
+		}
+		if *a.CurrentPPSLo > a.CurrentPPS || a.CurrentPPS > *a.CurrentPPSHi || *a.CurrentBPSLo > a.CurrentBPS || a.CurrentBPS > *a.CurrentBPSHi ||
+			(a.CurrentPPS > 0 && a.SamplingRate > 1 && *a.CurrentPPSHi <= *a.CurrentPPSLo) {
+			t.Errorf("%s: current rates outside their intervals: %s", path, sc.Bytes())
 		}
 		out = append(out, a)
 	}
