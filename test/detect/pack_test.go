@@ -19,52 +19,26 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vigil-sensor/vigil/internal/testutil"
 	"github.com/vigil-sensor/vigil/test/captures"
 )
 
 var (
-	tmpDir    string
-	buildErr  error
-	build     sync.Once
-	vigilBin  string
 	intelOnce sync.Once
 	intelErr  error
 	intelPath string
 )
 
-func TestMain(m *testing.M) {
-	var err error
-	tmpDir, err = os.MkdirTemp("", "vigil-detect-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(tmpDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // vigil builds cmd/vigil once for all the tests of the package.
-func vigil(t *testing.T) string {
-	t.Helper()
-	build.Do(func() {
-		vigilBin = filepath.Join(tmpDir, "vigil")
-		out, err := exec.Command("go", "build", "-o", vigilBin, "github.com/vigil-sensor/vigil/cmd/vigil").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building vigil: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return vigilBin
-}
+func vigil(t *testing.T) string { return testutil.Vigil(t) }
 
 // intelList writes the intel list (Spamhaus DROP format) once.
 func intelList(t *testing.T) string {
 	t.Helper()
 	intelOnce.Do(func() {
-		intelPath = filepath.Join(tmpDir, "drop.txt")
+		intelPath = filepath.Join(testutil.SharedDir(t), "drop.txt")
 		f, err := os.Create(intelPath)
 		if err != nil {
 			intelErr = err

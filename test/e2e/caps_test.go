@@ -20,7 +20,7 @@ func TestRunWithLeastPrivilege(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatalf("setpriv (util-linux) is needed: %v", err)
 	}
-	built := buildVigil(t)
+	built := testutil.Vigil(t)
 	dir, err := os.MkdirTemp("", "vigil-caps-")
 	if err != nil {
 		t.Fatal(err)

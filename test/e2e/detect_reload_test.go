@@ -65,7 +65,7 @@ func (v *vigilProc) ruleNames() []string {
 //     raise the new rule's alert.
 func TestDetectRulesReload(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "flows.jsonl")

@@ -84,7 +84,7 @@ func readAlerts(t *testing.T, path string) []alertLine {
 func TestDetectLiveSYNFlood(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	hping := testutil.RequireTool(t, "hping3")
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "flows.jsonl")

@@ -137,7 +137,7 @@ type nfdumpRecord struct {
 func TestExportIPFIXToNfcapdLive(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	nfdump := testutil.RequireTool(t, "nfdump")
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	flowsPath := filepath.Join(dir, "flows.jsonl")

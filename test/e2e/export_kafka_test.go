@@ -217,7 +217,7 @@ func checkNoDrops(t *testing.T, m promText, labels ...string) {
 // them happen.
 func TestExportKafkaOutageAndSIGKILL(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	flowsPath := filepath.Join(dir, "flows.jsonl")

@@ -86,7 +86,7 @@ func kafkaItemValue(item []byte) ([]byte, error) {
 // arrives, and none of the records after the damage.
 func TestExportCorruptSpoolSegment(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	flowsPath := filepath.Join(dir, "flows.jsonl")

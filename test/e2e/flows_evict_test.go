@@ -24,7 +24,7 @@ import (
 // {reason="evicted"} both count R-3. Every flow's figures stay exact.
 func TestFlowsEvictedAtMaxFlows(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	const metricsAddr = "127.0.0.1:19112"

@@ -47,7 +47,7 @@ import (
 //   - the config's own flows output got nothing (--flows-out wins).
 func TestFlowsExactAtRate1(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	flowsPath := filepath.Join(dir, "flows.jsonl")
@@ -400,7 +400,7 @@ func binomialBound(p, n int) float64 {
 // with --log-json every line on stderr is a JSON log record.
 func TestFlowsEstimatesAtRate10(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	const metricsAddr = "127.0.0.1:19111"
 	const rate = 10

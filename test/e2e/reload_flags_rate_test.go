@@ -21,7 +21,7 @@ import (
 // --flows-out says) while the idle timeout from the file applies.
 func TestReloadKeepsFlagOverrides(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vigil.yaml")
@@ -100,7 +100,7 @@ func TestReloadKeepsFlagOverrides(t *testing.T) {
 // logged.
 func TestReloadRateMidFlow(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vigil.yaml")

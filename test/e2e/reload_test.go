@@ -83,7 +83,7 @@ log:
 // none of A, B, D.
 func TestReloadOnSIGHUP(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vigil.yaml")

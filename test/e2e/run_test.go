@@ -29,7 +29,7 @@ type sampleLine struct {
 // and counters must account for every packet.
 func TestRunCapturesLabTraffic(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	const port, n = 7000, 3000
 	lab.NewSink(t, 4, port)

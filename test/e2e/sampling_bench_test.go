@@ -19,7 +19,7 @@ import (
 // process per ramp, and the samples it took.
 func BenchmarkDaemonCPURamp(b *testing.B) {
 	testutil.RequirePrivileged(b)
-	bin := buildVigil(b)
+	bin := testutil.Vigil(b)
 	for _, c := range []struct {
 		name string
 		args []string

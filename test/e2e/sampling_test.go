@@ -87,7 +87,7 @@ func TestAdaptiveSamplingRamp(t *testing.T) {
 	// that the test checks the estimates without failing one run in 20.
 	const ciSlack = 2.0
 	testutil.RequirePrivileged(t)
-	bin := buildVigil(t)
+	bin := testutil.Vigil(t)
 	lab := labUp(t)
 	out := filepath.Join(t.TempDir(), "flows.jsonl")
 	const addr = "127.0.0.1:19131"

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,22 +20,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-sensor/vigil/internal/testutil"
 	"github.com/vigil-sensor/vigil/test/netlab"
 )
 
 // The harness of the end-to-end tests: build vigil, run it in a lab's
 // sensor namespace, scrape it, stop it.
 
-// buildVigil builds cmd/vigil into a temporary directory.
-func buildVigil(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "vigil")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/vigil-sensor/vigil/cmd/vigil")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building vigil: %v\n%s", err, out)
-	}
-	return bin
-}
+// TestMain gives the package's tests one vigil binary, built once
+// (testutil.Vigil).
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // Bounds of every wait in the flow and reload tests.
 const (

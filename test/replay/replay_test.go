@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net/netip"
 	"os"
@@ -21,43 +20,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vigil-sensor/vigil/internal/testutil"
 	"github.com/vigil-sensor/vigil/test/captures"
 )
 
-var (
-	binDir   string
-	buildErr error
-	build    sync.Once
-	vigilBin string
-)
-
-func TestMain(m *testing.M) {
-	var err error
-	binDir, err = os.MkdirTemp("", "vigil-replay-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(binDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // vigil builds cmd/vigil once for all the tests of the package.
-func vigil(t *testing.T) string {
-	t.Helper()
-	build.Do(func() {
-		vigilBin = filepath.Join(binDir, "vigil")
-		out, err := exec.Command("go", "build", "-o", vigilBin, "github.com/vigil-sensor/vigil/cmd/vigil").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building vigil: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return vigilBin
-}
+func vigil(t *testing.T) string { return testutil.Vigil(t) }
 
 // record is a flow record as docs/FLOWS.md describes it.
 type record struct {
