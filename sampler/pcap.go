@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -25,7 +27,28 @@ type PcapConfig struct {
 	BatchSize  int            // 0: 512
 	Ifindex    uint32         // reported for pcap files; pcapng carries its own
 	Direction  flow.Direction // reported for every sample
+
+	// Tick and OnTick step a controller on capture time, as `vigil run`
+	// steps it on the wall clock. OnTick is called at the first packet
+	// (now: its timestamp) and then each time capture time reaches a
+	// multiple of Tick (now: that multiple), however few packets are
+	// sampled, with the counters of the packets before now. Every sample
+	// taken before now has been handed out (to ReadFileFunc's callback,
+	// or sent on Read's channel) when OnTick runs; it may call
+	// SetSampleRate, which applies from the packet that crossed.
+	//
+	// Ticks follow the latest timestamp read: a packet out of order, or
+	// a file earlier than the one before, fires none. A gap of more than
+	// maxTickGap ticks without packets (a broken clock) fires the first
+	// maxTickGap and then jumps to the last multiple before the packet.
+	// Tick 0 or a nil OnTick: no ticks.
+	Tick   time.Duration
+	OnTick func(now int64, st InterfaceStats)
 }
+
+// maxTickGap bounds the ticks one packet can fire: 65,536 (1.8 hours at
+// 100 ms) is well past where a controller stops changing its rate.
+const maxTickGap = 1 << 16
 
 // PcapSource reads a pcap or pcapng file and produces the samples the
 // BPF program would produce for the same frames: same parser semantics,
@@ -38,6 +61,7 @@ type PcapSource struct {
 	stats     Stats
 	packets   uint64
 	bytes     uint64
+	nextTick  int64 // capture time of the next tick; MaxInt64: none
 }
 
 // NewPcapSource returns a source with its own seeded sampler.
@@ -49,11 +73,19 @@ func NewPcapSource(cfg PcapConfig) (*PcapSource, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 512
 	}
-	return &PcapSource{
+	if cfg.Tick < 0 {
+		return nil, fmt.Errorf("tick %v is negative", cfg.Tick)
+	}
+	s := &PcapSource{
 		cfg:       cfg,
 		threshold: uint32(packRate(cfg.SampleRate) >> 32),
 		rng:       rand.New(rand.NewPCG(cfg.Seed, 0x76696769)),
-	}, nil
+		nextTick:  math.MaxInt64,
+	}
+	if cfg.Tick > 0 && cfg.OnTick != nil {
+		s.nextTick = math.MinInt64 // the first packet fires one
+	}
+	return s, nil
 }
 
 // SetSampleRate changes N for the packets read from now on, as the
@@ -68,9 +100,12 @@ func (s *PcapSource) SetSampleRate(n uint32) {
 // SampleRate returns the rate in force.
 func (s *PcapSource) SampleRate() uint32 { return s.cfg.SampleRate }
 
-// packetSource is what both pcapgo readers offer.
+// packetSource is what both pcapgo readers offer. The zero-copy read
+// reuses its buffer (and pcapng's AncillaryData) on the next call: a
+// frame is used only within its loop iteration, and the head bytes a
+// sample keeps are copied into the batch's arena.
 type packetSource interface {
-	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
 	LinkType() layers.LinkType
 }
 
@@ -166,7 +201,7 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 		return nil
 	}
 	for {
-		data, ci, err := src.ReadPacketData()
+		data, ci, err := src.ZeroCopyReadPacketData()
 		if errors.Is(err, io.EOF) {
 			return flush()
 		}
@@ -175,6 +210,12 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 				return ferr
 			}
 			return fmt.Errorf("reading packet %d: %w", s.packets+1, err)
+		}
+		ts := ci.Timestamp.UnixNano()
+		if ts >= s.nextTick {
+			if err := s.tick(ts, flush); err != nil {
+				return err
+			}
 		}
 		s.packets++
 		s.bytes += uint64(ci.Length)
@@ -198,7 +239,7 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 			continue
 		}
 		s.stats.Samples++
-		smp.Timestamp = ci.Timestamp.UnixNano()
+		smp.Timestamp = ts
 		smp.Ifindex = s.cfg.Ifindex
 		if ng != nil {
 			smp.Ifindex = uint32(ci.InterfaceIndex)
@@ -219,6 +260,38 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 			}
 		}
 	}
+}
+
+// tick fires the ticks a packet at capture time ts crosses, after
+// handing out the samples taken before it.
+func (s *PcapSource) tick(ts int64, flush func() error) error {
+	if err := flush(); err != nil {
+		return err
+	}
+	tick := int64(s.cfg.Tick)
+	st := InterfaceStats{Packets: s.packets, Bytes: s.bytes, Frames: s.packets}
+	if s.nextTick == math.MinInt64 {
+		s.cfg.OnTick(ts, st)
+		s.nextTick = floorTick(ts, tick) + tick
+		return nil
+	}
+	for n := 0; ts >= s.nextTick; n++ {
+		if n == maxTickGap {
+			s.nextTick = floorTick(ts, tick)
+		}
+		s.cfg.OnTick(s.nextTick, st)
+		s.nextTick += tick
+	}
+	return nil
+}
+
+// floorTick is the largest multiple of tick at or before ts.
+func floorTick(ts, tick int64) int64 {
+	r := ts % tick
+	if r < 0 {
+		r += tick
+	}
+	return ts - r
 }
 
 // linkKind is how a capture's frames start.
