@@ -17,12 +17,22 @@ import (
 type ReplayOptions struct {
 	Files      []string
 	Config     Config // flows.* and capture.decap_* apply
-	SampleRate uint32 // 1-in-N
-	Seed       uint64 // the sampler's seed: the same seed samples the same packets
-	Output     string // JSON lines: a path or "-"
-	Interface  string // the interface name written in records
-	ConfigPath string // where Config came from, to place errors in detect options
-	Log        *slog.Logger
+	SampleRate uint32 // 1-in-N; with a SampleBudget, where the controller starts
+	// SampleBudget, samples per second of capture time, turns on adaptive
+	// sampling: the controller of `vigil run`, bounded by the config's
+	// capture.adaptive.min_rate and max_rate, stepped every 100 ms of
+	// capture time. 0: the fixed SampleRate.
+	SampleBudget int
+	Seed         uint64 // the sampler's seed: the same seed samples the same packets
+	Output       string // JSON lines: a path or "-"
+	Interface    string // the interface name written in records
+	ConfigPath   string // where Config came from, to place errors in detect options
+	Log          *slog.Logger
+
+	// For tests: every sample batch the flow table is fed, every batch
+	// of records written.
+	onSamples func([]flow.Sample)
+	onRecords func([]flow.Record)
 }
 
 // replayTick is the longest stretch of capture time a replay hands the
@@ -36,6 +46,12 @@ type ReplayStats struct {
 	Samples uint64
 	Flows   uint64 // records written
 	Alerts  uint64 // alert reports written (start, update, end)
+
+	// What adaptive sampling did (with a fixed rate: no changes, and
+	// that rate throughout).
+	RateChanges      uint64 // changes the controller made
+	Rate             uint32 // the rate in force at the end
+	MinRate, MaxRate uint32 // the lowest and highest rate in force
 }
 
 // Replay runs capture files through the same pipeline as `vigil run`:
@@ -50,11 +66,37 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 	if opts.SampleRate == 0 {
 		return ReplayStats{}, fmt.Errorf("sample rate: must be at least 1")
 	}
-	src, err := sampler.NewPcapSource(sampler.PcapConfig{
+	if opts.SampleBudget < 0 {
+		return ReplayStats{}, fmt.Errorf("sample budget %d: must be positive, or 0 for a fixed rate", opts.SampleBudget)
+	}
+	pcfg := sampler.PcapConfig{
 		SampleRate: opts.SampleRate,
 		Seed:       opts.Seed,
 		Decap:      cfg.decap(),
-	})
+	}
+	rates := replayRates{Rate: opts.SampleRate, MinRate: opts.SampleRate, MaxRate: opts.SampleRate}
+	var src *sampler.PcapSource
+	if opts.SampleBudget > 0 {
+		a := &cfg.Capture.Adaptive
+		ctl, err := sampler.NewController(sampler.ControllerConfig{
+			Limits: sampler.Limits{Budget: float64(opts.SampleBudget), MinRate: a.MinRate, MaxRate: a.MaxRate},
+		}, opts.SampleRate)
+		if err != nil {
+			return ReplayStats{}, fmt.Errorf("adaptive sampling: %w", err)
+		}
+		// The controller is stepped on capture time, as `vigil run` steps
+		// it on the wall clock, on the frames of all interfaces together:
+		// the source has one rate.
+		pcfg.Tick = samplingTick
+		pcfg.OnTick = func(now int64, st sampler.InterfaceStats) {
+			c := sampler.Counters{Time: time.Unix(0, now), Interfaces: []sampler.InterfaceFrames{{Frames: st.Frames}}}
+			for _, ch := range ctl.Step(c) {
+				src.SetSampleRate(ch.To)
+				rates.changed(ch.To)
+			}
+		}
+	}
+	src, err := sampler.NewPcapSource(pcfg)
 	if err != nil {
 		return ReplayStats{}, err
 	}
@@ -96,6 +138,9 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 	}
 	var werr error
 	write := func(recs []flow.Record) {
+		if opts.onRecords != nil {
+			opts.onRecords(recs)
+		}
 		if err := out.WriteFlows(recs); err != nil && werr == nil {
 			werr = err
 		}
@@ -117,6 +162,9 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 				}
 				for i := range batch[:n] {
 					latest = max(latest, batch[i].Timestamp)
+				}
+				if opts.onSamples != nil {
+					opts.onSamples(batch[:n])
 				}
 				feeder.Add(batch[:n])
 				if eng != nil {
@@ -147,9 +195,24 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 		werr = err
 	}
 	st, ifs := src.Stats()
-	rs := ReplayStats{Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: out.written(), Alerts: alerts}
+	rs := ReplayStats{
+		Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: out.written(), Alerts: alerts,
+		RateChanges: rates.Changes, Rate: rates.Rate, MinRate: rates.MinRate, MaxRate: rates.MaxRate,
+	}
 	if werr != nil {
 		return rs, fmt.Errorf("writing flows: %w", werr)
 	}
 	return rs, nil
+}
+
+// replayRates follows the rate of an adaptive replay.
+type replayRates struct {
+	Changes                uint64
+	Rate, MinRate, MaxRate uint32
+}
+
+func (r *replayRates) changed(to uint32) {
+	r.Changes++
+	r.Rate = to
+	r.MinRate, r.MaxRate = min(r.MinRate, to), max(r.MaxRate, to)
 }

@@ -214,8 +214,9 @@ func replayCmd(args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: vigil replay [flags] FILE...")
 		fs.PrintDefaults()
 	}
-	configPath := fs.String("config", "", "YAML configuration file (flows.* and capture.decap_* apply)")
+	configPath := fs.String("config", "", "YAML configuration file (flows.*, capture.decap_* and, with --sample-budget, capture.adaptive.min_rate and max_rate apply)")
 	rate := fs.Uint("sample-rate", 1, "sample 1 packet in N (1: every packet)")
+	budget := fs.Int("sample-budget", 0, "adaptive sampling: samples per second of capture time to aim for, starting at capture.adaptive.min_rate (instead of --sample-rate)")
 	seed := fs.Uint64("seed", 1, "seed of the sampler: the same seed samples the same packets")
 	flowsOut := fs.String("flows-out", "-", "write flows as JSON lines to PATH, or - for stdout")
 	ifname := fs.String("interface", "replay", "interface name written in the records")
@@ -233,12 +234,28 @@ func replayCmd(args []string, stderr io.Writer) error {
 	if *rate == 0 || *rate > 1<<31 {
 		return fmt.Errorf("%w: --sample-rate %d out of range 1..%d", errUsage, *rate, 1<<31)
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["sample-rate"] && set["sample-budget"] {
+		return fmt.Errorf("%w: --sample-rate (fixed) and --sample-budget (adaptive) exclude each other", errUsage)
+	}
+	if set["sample-budget"] && *budget < 1 {
+		return fmt.Errorf("%w: --sample-budget %d: must be at least 1 sample per second", errUsage, *budget)
+	}
 	cfg := daemon.DefaultConfig()
 	if *configPath != "" {
 		var err error
 		if cfg, err = daemon.LoadConfig(*configPath); err != nil {
 			return err
 		}
+	}
+	// Adaptive replay starts at the lowest rate allowed: a capture under
+	// the budget is sampled whole, and the first tick of capture time
+	// raises the rate of one above it. capture.sampling is not read: a
+	// replay is fixed unless --sample-budget says otherwise.
+	start := uint32(*rate)
+	if *budget > 0 {
+		start = max(cfg.Capture.Adaptive.MinRate, 1)
 	}
 	cfg.Detect.Rules = append(cfg.Detect.Rules, rules...)
 	if *noDetect {
@@ -247,20 +264,30 @@ func replayCmd(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	st, err := daemon.Replay(ctx, daemon.ReplayOptions{
-		Files:      fs.Args(),
-		Config:     cfg,
-		ConfigPath: *configPath,
-		SampleRate: uint32(*rate),
-		Seed:       *seed,
-		Output:     *flowsOut,
-		Interface:  *ifname,
-		Log:        newLogger(stderr, "text", slog.LevelInfo),
+		Files:        fs.Args(),
+		Config:       cfg,
+		ConfigPath:   *configPath,
+		SampleRate:   start,
+		SampleBudget: *budget,
+		Seed:         *seed,
+		Output:       *flowsOut,
+		Interface:    *ifname,
+		Log:          newLogger(stderr, "text", slog.LevelInfo),
 	})
 	if err != nil {
 		return err
 	}
 	if !*quiet {
-		fmt.Fprintf(stderr, "vigil replay: %d packets, %d bytes, %d samples, %d flow records, %d alert reports\n", st.Packets, st.Bytes, st.Samples, st.Flows, st.Alerts)
+		fmt.Fprintf(stderr, "vigil replay: %d packets, %d bytes, %d samples, %d flow records, %d alert reports", st.Packets, st.Bytes, st.Samples, st.Flows, st.Alerts)
+		if *budget > 0 {
+			fmt.Fprintf(stderr, "; adaptive sampling at %d samples/s: %d rate changes", *budget, st.RateChanges)
+			if st.MinRate == st.MaxRate {
+				fmt.Fprintf(stderr, ", 1 in %d throughout", st.Rate)
+			} else {
+				fmt.Fprintf(stderr, ", 1 in %d to 1 in %d, 1 in %d at the end", st.MinRate, st.MaxRate, st.Rate)
+			}
+		}
+		fmt.Fprintln(stderr)
 	}
 	return nil
 }
