@@ -118,8 +118,10 @@ read -r ts_convs ts_keys ts_packets ts_bytes < <(awk '
 	END { print convs + 0, keys + 0, packets + 0, bytes + 0 }' "$work/tshark.txt")
 
 # vigil replay: every packet, records to a file (counted afterwards).
+# The peers only meter flows, so vigil runs no detection here; the
+# vigil-detect row below is the same replay with the built-in rule pack.
 log "vigil replay"
-measure vigil "$work/vigil" replay --sample-rate 1 --flows-out "$work/vigil.jsonl" "$cap" 2>"$work/vigil.log"
+measure vigil "$work/vigil" replay --no-detect --sample-rate 1 --flows-out "$work/vigil.jsonl" "$cap" 2>"$work/vigil.log"
 read -r vg_records vg_keys vg_packets vg_bytes < <(awk '
 	/"kind":"flow"/ {
 		records++
@@ -133,6 +135,9 @@ read -r vg_records vg_keys vg_packets vg_bytes < <(awk '
 		match($0, /"bytes":[0-9]+/); bytes += substr($0, RSTART + 8, RLENGTH - 8)
 	}
 	END { print records + 0, keys + 0, packets + 0, bytes + 0 }' "$work/vigil.jsonl")
+log "vigil replay with detection (the built-in rule pack)"
+measure vigil-detect "$work/vigil" replay --sample-rate 1 --flows-out "$work/vigil-detect.jsonl" "$cap" 2>"$work/vigil-detect.log"
+vd_alerts=$(grep -c '"kind":"alert"' "$work/vigil-detect.jsonl" || true)
 vg_reasons=$(grep -o '"end_reason":"[a-z_]*"' "$work/vigil.jsonl" | sort | uniq -c | awk '{sub(/.*:/, "", $2); gsub(/"/, "", $2); printf "%s %s, ", $2, $1}')
 
 # softflowd: NetFlow v9 to an nfcapd on loopback; its records counted with
@@ -180,7 +185,7 @@ sf_own=$(grep -E '^(Packets processed|Flows exported):' "$work/softflowd.log" | 
 log "vigil replay -> IPFIX -> nfcapd on 127.0.0.1"
 start_nfcapd "$work/nfcap-vigil"
 printf 'flows: {output: ""}\nexport:\n  spool: {dir: %s}\n  ipfix: [{address: "127.0.0.1:%s", transport: udp}]\n' "$work/spool" "$port" >"$work/vigil-ipfix.yaml"
-measure vigil-ipfix "$work/vigil" replay --config "$work/vigil-ipfix.yaml" --sample-rate 1 "$cap" 2>"$work/vigil-ipfix.log"
+measure vigil-ipfix "$work/vigil" replay --no-detect --flows-out "" --config "$work/vigil-ipfix.yaml" --sample-rate 1 "$cap" 2>"$work/vigil-ipfix.log"
 stop_nfcapd
 read -r vi_records vi_packets vi_bytes vi_keys < <(nf_totals "$work/nfcap-vigil")
 
@@ -209,6 +214,7 @@ read -r pm_records pm_keys pm_packets pm_bytes < <(awk -F, '
 printf '\n%-10s %8s %8s %9s %9s %10s %12s\n' tool wall_s cpu_s flows keys packets bytes
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' tshark "$(wall tshark)" "$(cpu tshark)" "$ts_convs" "$ts_keys" "$ts_packets" "$ts_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil "$(wall vigil)" "$(cpu vigil)" "$vg_records" "$vg_keys" "$vg_packets" "$vg_bytes"
+printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil-detect "$(wall vigil-detect)" "$(cpu vigil-detect)" "$vg_records" "" "" "($vd_alerts alert reports)"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil-ipfix "$(wall vigil-ipfix)" "$(cpu vigil-ipfix)" "$vi_records" "$vi_keys" "$vi_packets" "$vi_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' softflowd "$(wall softflowd)" "$(cpu softflowd)" "$sf_records" "$sf_keys" "$sf_packets" "$sf_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' pmacctd "$(wall pmacctd)" "$(cpu pmacctd)" "$pm_records" "$pm_keys" "$pm_packets" "$pm_bytes"
@@ -220,6 +226,8 @@ and idle (15 s) timeouts in capture time, and at FIN/RST. softflowd:
 NetFlow records, one per direction of each bidirectional flow; its expiry
 scan runs on the wall clock (every 60 s), which a run this short never
 reaches, so every flow ends at EOF, unsliced.
+vigil-detect: the same replay with the built-in detection rules on
+(records as vigil's; the rules' alert reports counted).
 vigil-ipfix: the same records as vigil, exported as IPFIX over UDP and
 read back by nfcapd/nfdump (like softflowd's).
 pmacctd: one line per unidirectional 5-tuple for the whole run.
