@@ -16,7 +16,7 @@ import (
 // ReplayOptions is what `vigil replay` hands the daemon.
 type ReplayOptions struct {
 	Files      []string
-	Config     Config // flows.* and capture.decap_* apply
+	Config     Config // flows.*, capture.decap_* and, with a SampleBudget, capture.adaptive.min_rate and max_rate apply
 	SampleRate uint32 // 1-in-N; with a SampleBudget, where the controller starts
 	// SampleBudget, samples per second of capture time, turns on adaptive
 	// sampling: the controller of `vigil run`, bounded by the config's

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,10 +23,13 @@ type stepLevel struct {
 	seconds int
 }
 
+// stepStart is when the step captures start: on a whole second.
+var stepStart = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+
 // writeStepCapture writes UDP packets over 64 flows, evenly spaced at
-// each level's rate, one level after the other, and returns the file's
-// path, its start time and its packet count.
-func writeStepCapture(t *testing.T, levels []stepLevel) (string, time.Time, int) {
+// each level's rate, one level after the other from start, and returns
+// the file's path and its packet count.
+func writeStepCapture(t *testing.T, start time.Time, levels []stepLevel) (string, int) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "steps.pcap")
 	f, err := os.Create(path)
@@ -49,7 +53,6 @@ func writeStepCapture(t *testing.T, levels []stepLevel) (string, time.Time, int)
 		}
 		frames = append(frames, buf.Bytes())
 	}
-	start := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 	at, n := start, 0
 	for _, l := range levels {
 		gap := time.Second / time.Duration(l.pps)
@@ -66,7 +69,7 @@ func writeStepCapture(t *testing.T, levels []stepLevel) (string, time.Time, int)
 	if err := bw.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	return path, start, n
+	return path, n
 }
 
 // An adaptive replay of 1k packets/s for 5 s, 100k for 5 s and 1k again
@@ -77,7 +80,8 @@ func writeStepCapture(t *testing.T, levels []stepLevel) (string, time.Time, int)
 func TestReplayAdaptiveStepsWithTheTraffic(t *testing.T) {
 	const budget = 2000
 	levels := []stepLevel{{1000, 5}, {100_000, 5}, {1000, 5}}
-	capture, start, packets := writeStepCapture(t, levels)
+	start := stepStart
+	capture, packets := writeStepCapture(t, start, levels)
 	cfg := DefaultConfig()
 	cfg.Detect.Enabled = false
 
@@ -168,12 +172,33 @@ func TestReplaySampleBudgetErrors(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Detect.Enabled = false
 	_, err := Replay(context.Background(), ReplayOptions{Files: []string{capture}, Config: cfg, SampleRate: 1, SampleBudget: -1, Output: filepath.Join(t.TempDir(), "f")})
-	if err == nil {
-		t.Error("negative budget accepted")
+	if err == nil || !strings.Contains(err.Error(), "sample budget -1") {
+		t.Errorf("negative budget: error %v, want one naming the budget", err)
 	}
 	cfg.Capture.Adaptive.MinRate, cfg.Capture.Adaptive.MaxRate = 10, 5
 	_, err = Replay(context.Background(), ReplayOptions{Files: []string{capture}, Config: cfg, SampleRate: 1, SampleBudget: 100, Output: filepath.Join(t.TempDir(), "f")})
-	if err == nil {
-		t.Error("min rate above max rate accepted")
+	if err == nil || !strings.Contains(err.Error(), "capture.adaptive") {
+		t.Errorf("min_rate above max_rate: error %v, want one naming capture.adaptive", err)
+	}
+}
+
+// A capture under the budget that starts just before a 100 ms boundary
+// is sampled whole: the controller's first interval is a whole tick, not
+// the 0.1 ms from the first packet to the boundary, which would read as
+// a burst of 10k packets/s and raise the rate.
+func TestReplayAdaptiveStartsOffTheTickGrid(t *testing.T) {
+	capture, packets := writeStepCapture(t, stepStart.Add(99_900*time.Microsecond), []stepLevel{{1000, 3}})
+	cfg := DefaultConfig()
+	cfg.Detect.Enabled = false
+	st, err := Replay(context.Background(), ReplayOptions{
+		Files: []string{capture}, Config: cfg, SampleRate: 1, SampleBudget: 2000, Seed: 1,
+		Output: filepath.Join(t.TempDir(), "flows.json"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Samples != uint64(packets) || st.RateChanges != 0 || st.MaxRate != 1 {
+		t.Errorf("1,000 packets/s under a budget of 2,000: %d samples of %d packets, %d rate changes, up to 1 in %d; want every packet at 1 in 1",
+			st.Samples, packets, st.RateChanges, st.MaxRate)
 	}
 }

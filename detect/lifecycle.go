@@ -31,7 +31,7 @@ type alertState struct {
 	samples, rateSum float64
 	peakPPS, peakBPS float64
 	// The window's extra columns (packets, bytes, samples, rates,
-	// variances) when the condition last held: the current rates, with
+	// variances) as of the last trigger or tick: the current rates, with
 	// what their intervals need.
 	cur  [extraCols]float64
 	vals []float64 // the measures when the condition last held
@@ -195,7 +195,7 @@ func (rs *ruleState) build(ks *keyState, st flow.AlertState, now int64) flow.Ale
 		bytes := windowEstimate(c[colBytes], c[colBytesVar], c[colSamples], rate)
 		al.CurrentPPS, al.CurrentBPS = packets.Value/secs, 8*bytes.Value/secs
 		al.CurrentPPSCI = packets.Interval().Per(secs)
-		al.CurrentBPSCI = bytes.Interval().Per(secs / 8)
+		al.CurrentBPSCI = bytes.Interval().Per(secs / 8) // bytes to bits a second
 	}
 	if a.samples > 0 {
 		al.SamplingRate = uint32(a.rateSum/a.samples + 0.5)

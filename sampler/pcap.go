@@ -30,8 +30,9 @@ type PcapConfig struct {
 
 	// Tick and OnTick step a controller on capture time, as `vigil run`
 	// steps it on the wall clock. OnTick is called at the first packet
-	// (now: its timestamp) and then each time capture time reaches a
-	// multiple of Tick (now: that multiple), however few packets are
+	// (now: the multiple of Tick at or before it) and then each time
+	// capture time reaches a multiple of Tick (now: that multiple), so
+	// ticks are always a whole Tick apart, however few packets are
 	// sampled, with the counters of the packets before now. Every sample
 	// taken before now has been handed out (to ReadFileFunc's callback,
 	// or sent on Read's channel) when OnTick runs; it may call
@@ -271,8 +272,13 @@ func (s *PcapSource) tick(ts int64, flush func() error) error {
 	tick := int64(s.cfg.Tick)
 	st := InterfaceStats{Packets: s.packets, Bytes: s.bytes, Frames: s.packets}
 	if s.nextTick == math.MinInt64 {
-		s.cfg.OnTick(ts, st)
-		s.nextTick = floorTick(ts, tick) + tick
+		// The first tick is the multiple at or before the first packet,
+		// so that every interval between ticks is a whole Tick long: a
+		// controller reading one packet over a sliver of a tick would
+		// see a burst that is not there.
+		first := floorTick(ts, tick)
+		s.cfg.OnTick(first, st)
+		s.nextTick = first + tick
 		return nil
 	}
 	for n := 0; ts >= s.nextTick; n++ {

@@ -70,7 +70,9 @@ func replayTicks(t *testing.T, path string, cfg PcapConfig, onTick func(src *Pca
 	return log, got
 }
 
-// Ticks fire at the first packet and at every multiple of Tick the
+// Ticks fire at the first packet (at the multiple of Tick before it:
+// every interval between ticks is a whole Tick) and at every multiple of
+// Tick the
 // capture's time reaches, also through 2.35 s without packets and
 // whether or not any packet is sampled; each sees the packets before it,
 // and the samples before it have all been delivered although the batch
@@ -86,8 +88,8 @@ func TestPcapTicksFollowCaptureTime(t *testing.T) {
 	}
 	path := writePcapFile(t, capAt(offsets...))
 	at := func(off time.Duration) int64 { return pcapEpoch.Add(off).UnixNano() }
-	wantNow := []int64{at(offsets[0])}
-	for k := 1; k <= 38; k++ { // 100 ms .. 3.8 s
+	var wantNow []int64
+	for k := 0; k <= 38; k++ { // 0 (the first packet, at 30 ms) .. 3.8 s
 		wantNow = append(wantNow, at(time.Duration(k)*tick))
 	}
 	before := func(now int64) (n int) {

@@ -250,9 +250,10 @@ func replayCmd(args []string, stderr io.Writer) error {
 		}
 	}
 	// Adaptive replay starts at the lowest rate allowed: a capture under
-	// the budget is sampled whole, and the first tick of capture time
-	// raises the rate of one above it. capture.sampling is not read: a
-	// replay is fixed unless --sample-budget says otherwise.
+	// the budget is sampled whole, and one above it has its rate raised
+	// from the controller's second step (after at most 100 ms of capture).
+	// capture.sampling is not read: a replay is fixed unless
+	// --sample-budget says otherwise.
 	start := uint32(*rate)
 	if *budget > 0 {
 		start = max(cfg.Capture.Adaptive.MinRate, 1)

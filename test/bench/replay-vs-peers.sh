@@ -137,6 +137,7 @@ read -r vg_records vg_keys vg_packets vg_bytes < <(awk '
 	END { print records + 0, keys + 0, packets + 0, bytes + 0 }' "$work/vigil.jsonl")
 log "vigil replay with detection (the built-in rule pack)"
 measure vigil-detect "$work/vigil" replay --sample-rate 1 --flows-out "$work/vigil-detect.jsonl" "$cap" 2>"$work/vigil-detect.log"
+vd_records=$(grep -c '"kind":"flow"' "$work/vigil-detect.jsonl" || true)
 vd_alerts=$(grep -c '"kind":"alert"' "$work/vigil-detect.jsonl" || true)
 vg_reasons=$(grep -o '"end_reason":"[a-z_]*"' "$work/vigil.jsonl" | sort | uniq -c | awk '{sub(/.*:/, "", $2); gsub(/"/, "", $2); printf "%s %s, ", $2, $1}')
 
@@ -214,7 +215,7 @@ read -r pm_records pm_keys pm_packets pm_bytes < <(awk -F, '
 printf '\n%-10s %8s %8s %9s %9s %10s %12s\n' tool wall_s cpu_s flows keys packets bytes
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' tshark "$(wall tshark)" "$(cpu tshark)" "$ts_convs" "$ts_keys" "$ts_packets" "$ts_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil "$(wall vigil)" "$(cpu vigil)" "$vg_records" "$vg_keys" "$vg_packets" "$vg_bytes"
-printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil-detect "$(wall vigil-detect)" "$(cpu vigil-detect)" "$vg_records" "" "" "($vd_alerts alert reports)"
+printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil-detect "$(wall vigil-detect)" "$(cpu vigil-detect)" "$vd_records" "-" "-" "-"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' vigil-ipfix "$(wall vigil-ipfix)" "$(cpu vigil-ipfix)" "$vi_records" "$vi_keys" "$vi_packets" "$vi_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' softflowd "$(wall softflowd)" "$(cpu softflowd)" "$sf_records" "$sf_keys" "$sf_packets" "$sf_bytes"
 printf '%-10s %8s %8s %9s %9s %10s %12s\n' pmacctd "$(wall pmacctd)" "$(cpu pmacctd)" "$pm_records" "$pm_keys" "$pm_packets" "$pm_bytes"
@@ -226,8 +227,8 @@ and idle (15 s) timeouts in capture time, and at FIN/RST. softflowd:
 NetFlow records, one per direction of each bidirectional flow; its expiry
 scan runs on the wall clock (every 60 s), which a run this short never
 reaches, so every flow ends at EOF, unsliced.
-vigil-detect: the same replay with the built-in detection rules on
-(records as vigil's; the rules' alert reports counted).
+vigil-detect: the same replay with the built-in detection rules on;
+its records counted, and its alert reports: $vd_alerts.
 vigil-ipfix: the same records as vigil, exported as IPFIX over UDP and
 read back by nfcapd/nfdump (like softflowd's).
 pmacctd: one line per unidirectional 5-tuple for the whole run.
