@@ -209,3 +209,60 @@ func TestFloorTick(t *testing.T) {
 		}
 	}
 }
+
+// Read, the channel path, hands out the samples before a tick the same
+// way: when OnTick runs, every batch taken before it is in the channel.
+// OnTick runs on the reading goroutine, so it drains the channel itself.
+func TestPcapTicksOnReadChannel(t *testing.T) {
+	var offsets []time.Duration
+	for i := range 1000 {
+		offsets = append(offsets, 30*time.Millisecond+time.Duration(i)*time.Millisecond)
+	}
+	path := writePcapFile(t, capAt(offsets...))
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := make(chan []flow.Sample, 1024)
+	var got []flow.Sample
+	drain := func() {
+		for {
+			select {
+			case b := <-out:
+				got = append(got, b...)
+			default:
+				return
+			}
+		}
+	}
+	var now []int64
+	var delivered []int
+	src, err := NewPcapSource(PcapConfig{SampleRate: 1, BatchSize: 1 << 16, Tick: 100 * time.Millisecond,
+		OnTick: func(n int64, _ InterfaceStats) {
+			drain()
+			now = append(now, n)
+			delivered = append(delivered, len(got))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Read(context.Background(), f, out); err != nil {
+		t.Fatal(err)
+	}
+	drain()
+	if len(got) != len(offsets) || len(now) != 11 { // 0, 100 ms .. 1 s
+		t.Fatalf("%d samples of %d packets, %d ticks (want 11)", len(got), len(offsets), len(now))
+	}
+	for i, n := range now {
+		var want int
+		for _, s := range got {
+			if s.Timestamp < n {
+				want++
+			}
+		}
+		if delivered[i] != want {
+			t.Errorf("tick %d at %v: %d samples in the channel, %d were taken before it", i, time.Unix(0, n), delivered[i], want)
+		}
+	}
+}
