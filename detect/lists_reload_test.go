@@ -1,7 +1,6 @@
 package detect
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
@@ -11,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vigil-sensor/vigil/internal/testutil"
 )
 
 var mtimeBase = time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC)
@@ -169,24 +170,6 @@ func TestListConcurrentReload(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination for a Watch goroutine and a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // eventually polls cond for up to 5 s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -211,7 +194,7 @@ func TestListsWatch(t *testing.T) {
 		n    int
 	}
 	reloads := make(chan reload, 10)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})

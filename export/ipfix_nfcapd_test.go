@@ -1,21 +1,15 @@
 package export
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,118 +18,6 @@ import (
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/internal/testutil"
 )
-
-// nfcapd is a real nfdump collector on a loopback UDP port.
-type nfcapd struct {
-	cmd   *exec.Cmd
-	dir   string
-	port  int
-	mu    sync.Mutex
-	out   strings.Builder
-	flows int // records nfcapd printed as processed
-	done  chan error
-}
-
-// startNfcapd starts nfcapd and waits until it says it is listening.
-func startNfcapd(t *testing.T) *nfcapd {
-	t.Helper()
-	bin := testutil.RequireTool(t, "nfcapd")
-	n := &nfcapd{dir: t.TempDir(), done: make(chan error, 1)}
-	// A free port: bind one, release it, hand it to nfcapd.
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.port = pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close()
-
-	// -v -v -v prints each record as nfcapd processes it, so the test
-	// knows when all have arrived before it stops nfcapd; stdbuf makes
-	// nfcapd's stdout line-buffered.
-	stdbuf := testutil.RequireTool(t, "stdbuf")
-	n.cmd = exec.Command(stdbuf, "-oL", bin, "-v", "-v", "-v", "-w", n.dir, "-p", strconv.Itoa(n.port), "-b", "127.0.0.1")
-	// nfcapd must not outlive a test binary that is killed.
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := n.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.cmd.Stderr = n.cmd.Stdout
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("starting nfcapd: %v", err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		signalled := false
-		for sc.Scan() {
-			line := sc.Text()
-			n.mu.Lock()
-			if strings.HasPrefix(line, "Flow Record:") {
-				n.flows++
-			} else if !strings.HasPrefix(line, "  ") {
-				n.out.WriteString(line + "\n") // the log, without the records
-			}
-			n.mu.Unlock()
-			if !signalled && strings.Contains(line, "Startup") {
-				close(ready)
-				signalled = true
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		n.done <- n.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if n.cmd.ProcessState == nil {
-			_ = n.cmd.Process.Kill()
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-n.done:
-		t.Fatalf("nfcapd exited before starting: %v\n%s", err, n.log())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("nfcapd did not start within 10 s:\n%s", n.log())
-	}
-	return n
-}
-
-func (n *nfcapd) log() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.out.String()
-}
-
-// waitFlows waits until nfcapd has processed want records.
-func (n *nfcapd) waitFlows(t *testing.T, want int) {
-	t.Helper()
-	for range 200 {
-		n.mu.Lock()
-		got := n.flows
-		n.mu.Unlock()
-		if got >= want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("nfcapd processed fewer than %d records within 10 s:\n%s", want, n.log())
-}
-
-// stop sends SIGTERM, which makes nfcapd flush and close its file.
-func (n *nfcapd) stop(t *testing.T) {
-	t.Helper()
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Fatalf("nfcapd: %v\n%s", err, n.log())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("nfcapd did not stop within 10 s:\n%s", n.log())
-	}
-}
 
 // nfdumpFlow is a flow as nfdump 1.7.1 prints it with -o json.
 type nfdumpFlow struct {
@@ -238,9 +120,9 @@ var nfdumpSamplerRE = regexp.MustCompile(`Assigned Sampler: id: (\d+), algorithm
 // times to the millisecond, and the sampling rates as nfdump's
 // samplers.
 func TestIPFIXToNfcapd(t *testing.T) {
-	n := startNfcapd(t)
+	n := testutil.StartNfcapd(t, 0)
 	clock := flow.NewManualClock(time.Now())
-	tr := NewIPFIXUDP(fmt.Sprintf("127.0.0.1:%d", n.port), IPFIXOptions{ObservationDomainID: 42, Clock: clock})
+	tr := NewIPFIXUDP(fmt.Sprintf("127.0.0.1:%d", n.Port), IPFIXOptions{ObservationDomainID: 42, Clock: clock})
 	defer tr.Close()
 
 	// Every rate appears in the first Send, which fits in one message:
@@ -270,11 +152,11 @@ func TestIPFIXToNfcapd(t *testing.T) {
 			t.Fatalf("Send = %d, %v", got, err)
 		}
 	}
-	n.waitFlows(t, len(recs))
-	n.stop(t)
+	n.WaitProcessed(t, len(recs), 10*time.Second)
+	n.Stop(t)
 
 	var flows []nfdumpFlow
-	if err := json.Unmarshal(runNfdump(t, "-R", n.dir, "-o", "json"), &flows); err != nil {
+	if err := json.Unmarshal(runNfdump(t, "-R", n.Dir, "-o", "json"), &flows); err != nil {
 		t.Fatalf("nfdump json: %v", err)
 	}
 	got := map[nfdumpFlowKey]int{}
@@ -286,11 +168,11 @@ func TestIPFIXToNfcapd(t *testing.T) {
 		want[wantNfdump(&recs[i])]++
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("flows in nfdump (-want +got):\n%s\nnfcapd:\n%s", diff, n.log())
+		t.Errorf("flows in nfdump (-want +got):\n%s\nnfcapd:\n%s", diff, n.Log())
 	}
 
 	// The rates, as nfdump lists the exporter's samplers.
-	files, _ := filepath.Glob(filepath.Join(n.dir, "nfcapd.*"))
+	files, _ := filepath.Glob(filepath.Join(n.Dir, "nfcapd.*"))
 	if len(files) != 1 {
 		t.Fatalf("nfcapd files: %v", files)
 	}
@@ -315,7 +197,7 @@ func TestIPFIXToNfcapd(t *testing.T) {
 	// the selector records too (docs/IPFIX.md). The 8 in the first
 	// message (two per rate) make the second message's sequence number 8
 	// more than nfdump expects: one "sequence error", and no loss.
-	if !strings.Contains(n.log(), "Flows: 61, Packets: ") || !strings.Contains(n.log(), "Sequence Errors: 1,") {
-		t.Errorf("nfcapd summary:\n%s", n.log())
+	if !strings.Contains(n.Log(), "Flows: 61, Packets: ") || !strings.Contains(n.Log(), "Sequence Errors: 1,") {
+		t.Errorf("nfcapd summary:\n%s", n.Log())
 	}
 }

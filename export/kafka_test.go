@@ -3,7 +3,6 @@ package export
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/testutil"
 )
 
 const (
@@ -64,46 +64,11 @@ func newTestKafkaEncoder(t testing.TB, o KafkaOptions) *KafkaEncoder {
 	return e
 }
 
-// consume reads topics from the start until want records arrived (or 30
-// s passed), then polls once more so that duplicates would show.
+// kafkaConsume reads topics from the start until want records arrived
+// (or 30 s passed), then polls once more so that duplicates would show.
 func kafkaConsume(t *testing.T, brokers []string, want int, topics []string, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
-	opts = append([]kgo.Opt{
-		kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200 * time.Millisecond),
-	}, opts...)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	poll := func(d time.Duration) {
-		ctx, cancel := context.WithTimeout(context.Background(), d)
-		defer cancel()
-		fs := cl.PollFetches(ctx)
-		fs.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("consuming %s/%d: %v", topic, p, err)
-			}
-		})
-		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; i < 10000 && len(out) < want && time.Now().Before(deadline); i++ {
-		poll(time.Until(deadline))
-	}
-	poll(500 * time.Millisecond)
-	return out
-}
-
-func kafkaHeader(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+	return testutil.ConsumeKafka(t, want, 30*time.Second, append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...)}, opts...)...)
 }
 
 func kafkaTestFlow(host, seq int) flow.Record {
@@ -182,10 +147,10 @@ func (x *kafkaExpect) check(t *testing.T, got []*kgo.Record) {
 		if r.Topic != w.topic || string(r.Key) != w.key {
 			t.Errorf("record seq %d on %s key %q, want %s key %q", w.seq, r.Topic, r.Key, w.topic, w.key)
 		}
-		if h := kafkaHeader(r, "sensor"); h != w.sensor {
+		if h := testutil.KafkaHeader(r, "sensor"); h != w.sensor {
 			t.Errorf("sensor header %q, want %q", h, w.sensor)
 		}
-		if h := kafkaHeader(r, "content-type"); h != w.contentType {
+		if h := testutil.KafkaHeader(r, "content-type"); h != w.contentType {
 			t.Errorf("content-type header %q, want %q", h, w.contentType)
 		}
 		tk := r.Topic + "/" + string(r.Key)

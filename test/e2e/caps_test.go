@@ -44,7 +44,7 @@ func TestRunWithLeastPrivilege(t *testing.T) {
 		"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 		"--inh-caps="+caps, "--ambient-caps="+caps, "--bounding-set="+caps,
 		bin, "run", "--interface", netlab.SensorIf, "--stats-every", "0", "--metrics-addr", "127.0.0.1:0")
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,118 +1,17 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vigil-sensor/vigil/internal/testutil"
-	"github.com/vigil-sensor/vigil/test/netlab"
 )
-
-// nfcapdProc is a real nfcapd in the sensor namespace.
-type nfcapdProc struct {
-	cmd   *exec.Cmd
-	dir   string
-	mu    sync.Mutex
-	log   strings.Builder
-	flows int // records nfcapd printed as processed
-	done  chan error
-}
-
-func (n *nfcapdProc) output() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.log.String()
-}
-
-func (n *nfcapdProc) processed() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.flows
-}
-
-// startNfcapdIn starts nfcapd on 127.0.0.1:port inside the namespace and
-// waits until it has started. With -v -v -v it prints every record it
-// processes, so the test knows when all have arrived.
-func startNfcapdIn(t *testing.T, ns *netlab.Namespace, port int) *nfcapdProc {
-	t.Helper()
-	bin := testutil.RequireTool(t, "nfcapd")
-	n := &nfcapdProc{dir: t.TempDir(), done: make(chan error, 1)}
-	// stdbuf: line-buffered, or the records printed last wait in
-	// nfcapd's stdio buffer for the next ones.
-	n.cmd = exec.Command("nsenter", "--net=/run/netns/"+ns.Name, "stdbuf", "-oL", bin,
-		"-v", "-v", "-v", "-w", n.dir, "-p", strconv.Itoa(port), "-b", "127.0.0.1")
-	stdout, err := n.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.cmd.Stderr = n.cmd.Stdout
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("starting nfcapd: %v", err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		started := false
-		for sc.Scan() {
-			line := sc.Text()
-			n.mu.Lock()
-			if strings.HasPrefix(line, "Flow Record:") {
-				n.flows++
-			} else if line != "" && !strings.HasPrefix(line, "  ") {
-				n.log.WriteString(line + "\n")
-			}
-			n.mu.Unlock()
-			if !started && strings.Contains(line, "Startup") {
-				close(ready)
-				started = true
-			}
-		}
-		n.done <- n.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if n.cmd.ProcessState == nil {
-			n.cmd.Process.Kill()
-			<-n.done
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-n.done:
-		n.done <- err
-		t.Fatalf("nfcapd exited before starting: %v\n%s", err, n.output())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("nfcapd did not start within 10 s:\n%s", n.output())
-	}
-	return n
-}
-
-// stop sends SIGTERM, which makes nfcapd write and close its file.
-func (n *nfcapdProc) stop(t *testing.T) {
-	t.Helper()
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-n.done:
-		n.done <- err
-		if err != nil {
-			t.Fatalf("nfcapd: %v\n%s", err, n.output())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("nfcapd did not stop within 10 s:\n%s", n.output())
-	}
-}
 
 // nfdumpRecord is a flow as nfdump 1.7.1 prints it with -o json.
 type nfdumpRecord struct {
@@ -142,7 +41,7 @@ func TestExportIPFIXToNfcapdLive(t *testing.T) {
 	dir := t.TempDir()
 	flowsPath := filepath.Join(dir, "flows.jsonl")
 	const metricsAddr, ipfixPort = "127.0.0.1:19122", 4739
-	nf := startNfcapdIn(t, lab.Sensor, ipfixPort)
+	nf := testutil.StartNfcapd(t, ipfixPort, "nsenter", "--net=/run/netns/"+lab.Sensor.Name)
 	cfg := exportConfig(t, metricsAddr, flowsPath, filepath.Join(dir, "spool"), 16,
 		fmt.Sprintf("  ipfix:\n    - {address: \"127.0.0.1:%d\", transport: udp, observation_domain: 7}", ipfixPort))
 	const ipfixSink = `sink="ipfix-0"`
@@ -155,17 +54,11 @@ func TestExportIPFIXToNfcapdLive(t *testing.T) {
 		return sent >= float64(len(want)) && sent == m.counter("vigil_export_records_spooled_total", ipfixSink)
 	})
 	sent := int(m.get(t, "vigil_export_records_sent_total", ipfixSink))
-	deadline := time.Now().Add(arriveTimeout)
-	for nf.processed() < sent && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if got := nf.processed(); got < sent {
-		t.Fatalf("nfcapd processed %d records, vigil sent %d:\n%s", got, sent, nf.output())
-	}
+	nf.WaitProcessed(t, sent, arriveTimeout)
 	v.stop()
-	nf.stop(t)
+	nf.Stop(t)
 
-	cmd := exec.Command(nfdump, "-R", nf.dir, "-o", "json")
+	cmd := exec.Command(nfdump, "-R", nf.Dir, "-o", "json")
 	cmd.Env = append(os.Environ(), "TZ=UTC")
 	out, err := cmd.Output()
 	if err != nil {
@@ -216,7 +109,7 @@ func TestExportIPFIXToNfcapdLive(t *testing.T) {
 				fr[0].Start.Format(time.RFC3339Nano), fr[0].End.Format(time.RFC3339Nano))
 		}
 	}
-	if p := nf.processed(); len(recs) != p {
+	if p := nf.Processed(); len(recs) != p {
 		t.Errorf("nfdump read %d records, nfcapd processed %d", len(recs), p)
 	}
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -125,37 +124,16 @@ type kafkaFlow struct {
 // are the sensor name, the value follows the flow schema.
 func consumeFlows(t *testing.T, lab *netlab.Lab, broker string, want int) []kafkaFlow {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ClientID("e2e-consumer"), nsDialer(lab.Sensor), kgo.ConsumeTopics(exportTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
-	poll := func(d time.Duration) {
-		ctx, cancel := context.WithTimeout(context.Background(), d)
-		defer cancel()
-		fs := cl.PollFetches(ctx)
-		fs.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("consuming %s/%d: %v", topic, p, err)
-			}
-		})
-		recs = append(recs, fs.Records()...)
-	}
-	deadline := time.Now().Add(consumeWait)
-	for i := 0; i < 10_000 && len(recs) < want && time.Now().Before(deadline); i++ {
-		poll(time.Until(deadline))
-	}
-	poll(500 * time.Millisecond)
+	recs := testutil.ConsumeKafka(t, want, consumeWait,
+		kgo.SeedBrokers(broker), kgo.ClientID("e2e-consumer"), nsDialer(lab.Sensor), kgo.ConsumeTopics(exportTopic))
 	if len(recs) < want {
 		t.Fatalf("read %d records from Kafka in %s, vigil was acknowledged for %d", len(recs), consumeWait, want)
 	}
 	out := make([]kafkaFlow, 0, len(recs))
 	for _, r := range recs {
 		where := fmt.Sprintf("kafka %s/%d@%d", r.Topic, r.Partition, r.Offset)
-		if string(r.Key) != exportSensor || kafkaHeader(r, "sensor") != exportSensor ||
-			kafkaHeader(r, "content-type") != "application/json" {
+		if string(r.Key) != exportSensor || testutil.KafkaHeader(r, "sensor") != exportSensor ||
+			testutil.KafkaHeader(r, "content-type") != "application/json" {
 			t.Errorf("%s: key %q, headers %v; want key and sensor %q, application/json", where, r.Key, r.Headers, exportSensor)
 		}
 		fl := parseFlows(t, where, r.Value)
@@ -166,15 +144,6 @@ func consumeFlows(t *testing.T, lab *netlab.Lab, broker string, want int) []kafk
 		out = append(out, kafkaFlow{fl[0], string(r.Value), r.Partition, r.Offset})
 	}
 	return out
-}
-
-func kafkaHeader(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
 }
 
 var spoolLeftRE = regexp.MustCompile(`msg="records left in the spool from an earlier run will be sent" sink=kafka-0 records=(\d+)`)
