@@ -106,14 +106,7 @@ func AppendFlowJSON(b []byte, r *flow.Record, ifname func(uint32) string) []byte
 	if k.VLAN != 0 {
 		b = appendUint(b, `,"vlan":`, uint64(k.VLAN))
 	}
-	if k.InnerVLAN != 0 {
-		b = appendUint(b, `,"inner_vlan":`, uint64(k.InnerVLAN))
-	}
-	if k.Tunnel != flow.TunnelNone {
-		b = append(b, `,"tunnel":"`...)
-		b = append(b, k.Tunnel.String()...)
-		b = appendUint(b, `","vni":`, uint64(k.VNI))
-	}
+	b = appendEncap(b, k)
 	b = append(b, `,"end_reason":"`...)
 	b = append(b, r.EndReason.String()...)
 	return append(b, `"}`...)
@@ -160,6 +153,20 @@ func AppendAlertJSON(b []byte, a *flow.Alert) []byte {
 	b = append(b, `],"summary":`...)
 	b = appendJSONString(b, a.Summary)
 	return append(b, '}')
+}
+
+// appendEncap appends the inner VLAN and the tunnel of a key, when it
+// has them.
+func appendEncap(b []byte, k *flow.Key) []byte {
+	if k.InnerVLAN != 0 {
+		b = appendUint(b, `,"inner_vlan":`, uint64(k.InnerVLAN))
+	}
+	if k.Tunnel != flow.TunnelNone {
+		b = append(b, `,"tunnel":"`...)
+		b = append(b, k.Tunnel.String()...)
+		b = appendUint(b, `","vni":`, uint64(k.VNI))
+	}
+	return b
 }
 
 // appendKeyObject appends an alert key as a JSON object of its fields.

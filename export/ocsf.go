@@ -181,14 +181,7 @@ func AppendFlowOCSF(b []byte, r *flow.Record, ifname func(uint32) string, p OCSF
 		b = appendUint(b, `,"icmp_type":`, uint64(k.DstPort>>8))
 		b = appendUint(b, `,"icmp_code":`, uint64(k.DstPort&0xff))
 	}
-	if k.InnerVLAN != 0 {
-		b = appendUint(b, `,"inner_vlan":`, uint64(k.InnerVLAN))
-	}
-	if k.Tunnel != flow.TunnelNone {
-		b = append(b, `,"tunnel":"`...)
-		b = append(b, k.Tunnel.String()...)
-		b = appendUint(b, `","vni":`, uint64(k.VNI))
-	}
+	b = appendEncap(b, k)
 	return append(b, `}}`...)
 }
 
