@@ -3,6 +3,7 @@ package detect
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -52,7 +53,19 @@ type rule struct {
 	nslots      int
 	measures    []measure
 	names       []string // measure names, as measures
+	ncols       int      // window columns of the measures; the extra columns follow
 	thresholds  []threshold
+	hasAny      bool // some thresholds are "any of" (thresholds:), not only "all of" (all:)
+	// anyLate: an "any of" threshold is on a distinct count or a ratio,
+	// known only after the cheap measures.
+	anyLate bool
+	// burst: slots of the sub-window rates are also judged over (0: none)
+	// and the samples it must hold.
+	burstSlots  int
+	burstMin    uint64
+	hasReverse  bool
+	revFilter   Filter // the events a reverse measure may count
+	service     string // "", or src_port / dst_port: the key field naming the service
 	when        Condition
 	minSamples  uint64
 	evidence    []evidenceField
@@ -85,6 +98,7 @@ type rule struct {
 type threshold struct {
 	m     int
 	limit float64
+	all   bool // from all: must be reached with the others
 }
 
 type step struct {
@@ -99,6 +113,8 @@ const (
 	mRate
 	mDistinct
 	mRatio
+	mMean   // columns: sum, events
+	mSpread // columns: events, sum, sum of squares, sum of sampling variances
 )
 
 type valueKind uint8
@@ -108,17 +124,31 @@ const (
 	vBytes
 	vBits
 	vSamples
+	vEvents
 )
 
 // measure is one compiled aggregate.
 type measure struct {
-	kind   measureKind
-	value  valueKind // mSum, mRate
-	field  hashField // mDistinct
-	once   bool      // mDistinct: values seen about once, scaled by the sampling rate
-	a, b   int       // mRatio: measure indexes
-	filter Filter    // nil: every event of the rule
-	dslot  int       // mDistinct: index among the rule's distinct measures
+	kind    measureKind
+	value   valueKind // mSum, mRate
+	field   hashField // mDistinct
+	once    bool      // mDistinct: values seen about once, scaled by the sampling rate
+	a, b    int       // mRatio: measure indexes
+	filter  Filter    // nil: every event of the rule
+	dslot   int       // mDistinct: index among the rule's distinct measures
+	col     int       // first window column
+	reverse bool      // mSum, mRate: counts the key's traffic the other way
+}
+
+// ncols is how many window columns the measure uses.
+func (m *measure) cols() int {
+	switch m.kind {
+	case mMean:
+		return 2
+	case mSpread:
+		return 4
+	}
+	return 1
 }
 
 func (m *measure) amount(e *Event) float64 {
@@ -131,6 +161,8 @@ func (m *measure) amount(e *Event) float64 {
 		return float64(e.Bytes) * 8
 	case vSamples:
 		return float64(e.Samples)
+	case vEvents:
+		return 1
 	}
 	return 0
 }
@@ -145,6 +177,8 @@ func parseValueKind(s string) (valueKind, bool) {
 		return vBits, true
 	case "samples":
 		return vSamples, true
+	case "events":
+		return vEvents, true
 	}
 	return 0, false
 }
@@ -264,21 +298,18 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 			bad(path, "%q is not a measure name: letters, digits and _", n)
 		}
 		set := 0
-		if ms.Sum != "" {
-			set++
-			m.kind = mSum
-			v, ok := parseValueKind(ms.Sum)
-			if !ok {
-				bad(path+".sum", "%q is not one of packets, bytes, bits, samples", ms.Sum)
+		for _, vk := range []struct {
+			key, val string
+			kind     measureKind
+		}{{"sum", ms.Sum, mSum}, {"rate", ms.Rate, mRate}, {"mean", ms.Mean, mMean}, {"spread", ms.Spread, mSpread}} {
+			if vk.val == "" {
+				continue
 			}
-			m.value = v
-		}
-		if ms.Rate != "" {
 			set++
-			m.kind = mRate
-			v, ok := parseValueKind(ms.Rate)
+			m.kind = vk.kind
+			v, ok := parseValueKind(vk.val)
 			if !ok {
-				bad(path+".rate", "%q is not one of packets, bytes, bits, samples", ms.Rate)
+				bad(path+"."+vk.key, "%q is not one of packets, bytes, bits, samples, events", vk.val)
 			}
 			m.value = v
 		}
@@ -320,30 +351,97 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 			}
 		}
 		if set != 1 {
-			bad(path, "needs exactly one of sum, rate, distinct, distinct_once, ratio")
+			bad(path, "needs exactly one of sum, rate, mean, spread, distinct, distinct_once, ratio")
 		}
 		if ms.Filter != "" && m.kind != mRatio {
 			m.filter = compileFilter(path+".filter", ms.Filter)
 		}
+		if ms.Reverse {
+			m.reverse = true
+			if m.kind != mSum && m.kind != mRate {
+				bad(path+".reverse", "only a sum or a rate counts reverse traffic")
+			}
+			r.hasReverse = true
+		}
+		m.col = r.ncols
+		r.ncols += m.cols()
 		r.measures = append(r.measures, m)
 	}
-	tnames := make([]string, 0, len(rs.Thresholds))
-	for n := range rs.Thresholds {
-		tnames = append(tnames, n)
-	}
-	slices.Sort(tnames)
-	for _, n := range tnames {
-		i := index(n)
-		if i < 0 {
-			bad("thresholds."+n, "no measure %q in this rule", n)
-			continue
+	if r.hasReverse {
+		var fs []Filter
+		for _, m := range r.measures {
+			if m.reverse {
+				f := m.filter
+				if f == nil {
+					f = MatchAll
+				}
+				fs = append(fs, f)
+			}
 		}
-		r.thresholds = append(r.thresholds, threshold{m: i, limit: rs.Thresholds[n]})
+		r.revFilter = anyFilter(fs)
+		if !slices.ContainsFunc(r.group, func(g groupField) bool { return g.kind == gAddr }) {
+			bad("group_by", "a rule with reverse measures groups by an address")
+		}
+	}
+	for _, group := range []struct {
+		key string
+		th  map[string]float64
+		all bool
+	}{{"thresholds", rs.Thresholds, false}, {"all", rs.All, true}} {
+		for _, n := range sortedKeys(group.th) {
+			i := index(n)
+			if i < 0 {
+				bad(group.key+"."+n, "no measure %q in this rule", n)
+				continue
+			}
+			if _, dup := rs.Thresholds[n]; dup && group.all {
+				bad(group.key+"."+n, "%q is in thresholds too: a measure has one threshold", n)
+				continue
+			}
+			v := group.th[n]
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				bad(group.key+"."+n, "must be a finite number")
+			}
+			r.thresholds = append(r.thresholds, threshold{m: i, limit: v, all: group.all})
+			if !group.all {
+				r.hasAny = true
+			}
+		}
 	}
 	for _, th := range r.thresholds {
-		if r.measures[th.m].kind == mDistinct || r.measures[th.m].kind == mRatio {
+		if k := r.measures[th.m].kind; k == mDistinct || k == mRatio {
 			r.distinctNeeded = r.hasDistinct
+			if !th.all {
+				r.anyLate = true
+			}
 		}
+	}
+	if b := rs.Burst; b != nil {
+		d := duration("burst.window", b.Window, 0)
+		switch {
+		case d == 0:
+			bad("burst.window", "a burst needs a window")
+		case d%r.slot != 0 || d/r.slot < 2:
+			bad("burst.window", "must be a multiple of the slot (%v), at least two slots", time.Duration(r.slot))
+		case d >= r.window:
+			bad("burst.window", "must be shorter than the window")
+		default:
+			r.burstSlots = int(d / r.slot)
+		}
+		r.burstMin = cmp.Or(b.MinSamples, r.minSamples)
+		if !slices.ContainsFunc(r.thresholds, func(th threshold) bool { return r.measures[th.m].kind == mRate }) {
+			bad("burst", "a burst judges rates: the rule has no threshold on a rate")
+		}
+	}
+	switch rs.ServicePort {
+	case "":
+	case "src_port", "dst_port":
+		if !slices.ContainsFunc(r.group, func(g groupField) bool { return g.base == rs.ServicePort }) {
+			bad("service_port", "%q is not in group_by", rs.ServicePort)
+		}
+		r.service = rs.ServicePort
+	default:
+		bad("service_port", "%q is not src_port or dst_port", rs.ServicePort)
 	}
 	if rs.When != "" {
 		r.distinctNeeded = r.hasDistinct
@@ -397,7 +495,7 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 			bad("baseline.deviations", "must be positive")
 		}
 		for _, n := range names {
-			if k := rs.Measures[n]; k.Sum == "" && k.Rate == "" {
+			if k := rs.Measures[n]; k.Sum == "" && k.Rate == "" || k.Reverse {
 				bad("measures."+n, "a baseline rule's measures are sums or rates")
 			}
 		}
@@ -439,8 +537,11 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		}
 		bad(second, "a rule is one of threshold, baseline, sequence or absence")
 	}
-	if r.kind == kindThreshold && len(rs.Thresholds) == 0 && rs.When == "" {
-		bad("thresholds", "a threshold rule needs thresholds or when")
+	if r.kind == kindThreshold && len(rs.Thresholds) == 0 && len(rs.All) == 0 && rs.When == "" {
+		bad("thresholds", "a threshold rule needs thresholds, all or when")
+	}
+	if r.kind != kindThreshold && (rs.Burst != nil || r.hasReverse) {
+		bad("burst", "bursts and reverse measures are for threshold rules")
 	}
 	if r.kind != kindThreshold && r.kind != kindBaseline && (len(r.measures) > 0 || len(r.thresholds) > 0) {
 		bad("measures", "a %v rule has no measures", r.kind)
@@ -450,6 +551,21 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 	}
 	r.canon = canonical(rs)
 	return r, fes
+}
+
+// anyFilter matches what any of fs matches.
+func anyFilter(fs []Filter) Filter {
+	if len(fs) == 1 {
+		return fs[0]
+	}
+	return func(e *Event) bool {
+		for _, f := range fs {
+			if f(e) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func countDistinct(ms []measure) int {

@@ -26,6 +26,7 @@ type groupField struct {
 	dst          bool // gAddr: the destination address
 	bits4, bits6 int  // gAddr: prefix lengths; 32/128 for whole addresses
 	num          func(*Event) uint32
+	rnum         func(*Event) uint32 // gNum: the field seen from the other end (dst_port for src_port)
 }
 
 var numFields = map[string]func(*Event) uint32{
@@ -74,7 +75,14 @@ func parseGroupField(s string) (groupField, error) {
 		return groupField{name: base, base: base, kind: gDirection}, nil
 	default:
 		if f, ok := numFields[base]; ok && !hasLen {
-			return groupField{name: base, base: base, kind: gNum, num: f}, nil
+			rf := f
+			switch base {
+			case "src_port":
+				rf = numFields["dst_port"]
+			case "dst_port":
+				rf = numFields["src_port"]
+			}
+			return groupField{name: base, base: base, kind: gNum, num: f, rnum: rf}, nil
 		}
 	}
 	return groupField{}, fmt.Errorf("%q cannot be grouped by: use src_addr, dst_addr (with /len for prefixes), src_port, dst_port, proto, ip_version, ifindex, vni, tcp_flags or direction", s)
@@ -87,13 +95,19 @@ type keyBuf [maxGroupFields * 17]byte
 // makeKey encodes the event's group-by values. ok is false when the
 // event lacks an address the key needs (an alert without it).
 func makeKey(e *Event, group []groupField) (k keyBuf, ok bool) {
+	return makeKeyDir(e, group, false)
+}
+
+// makeKeyDir is makeKey, or with reverse the key of the event seen from
+// its other end: source and destination addresses and ports swapped.
+func makeKeyDir(e *Event, group []groupField, reverse bool) (k keyBuf, ok bool) {
 	off := 0
 	for i := range group {
 		g := &group[i]
 		switch g.kind {
 		case gAddr:
 			a := e.SrcAddr
-			if g.dst {
+			if g.dst != reverse {
 				a = e.DstAddr
 			}
 			switch {
@@ -116,7 +130,11 @@ func makeKey(e *Event, group []groupField) (k keyBuf, ok bool) {
 			copy(k[off+1:off+17], b[:])
 			off += 17
 		case gNum:
-			binary.BigEndian.PutUint32(k[off:], g.num(e))
+			f := g.num
+			if reverse {
+				f = g.rnum
+			}
+			binary.BigEndian.PutUint32(k[off:], f(e))
 			off += 4
 		case gDirection:
 			k[off] = byte(e.Direction)

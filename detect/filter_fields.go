@@ -44,6 +44,10 @@ var fltFields = []fltField{
 	{name: "icmp", v: fltBoolField(func(e *Event) bool { return e.Proto == 1 || e.Proto == 58 })},
 	{name: "fragment", v: fltBoolField(func(e *Event) bool { return e.Fragment })},
 	{name: "non_first_fragment", v: fltBoolField(func(e *Event) bool { return e.NonFirst })},
+	// The catalogue (services.go): UDP from the port of a service abused
+	// for amplification; TCP to the port of a login service.
+	{name: "amplifier_port", v: fltBoolField(func(e *Event) bool { return e.Proto == 17 && amplifierPorts[e.SrcPort] })},
+	{name: "login_port", v: fltBoolField(func(e *Event) bool { return e.Proto == 6 && loginPorts[e.DstPort] })},
 	{
 		name: "direction", v: fltStringField(func(e *Event) string { return e.Direction.String() }),
 		enum:    []string{flow.Ingress.String(), flow.Egress.String()},

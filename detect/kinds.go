@@ -67,14 +67,9 @@ func (rs *ruleState) closeInterval(e *Engine, ks *keyState, interval, t int64) {
 	vals := ks.bl.closeVals
 	secs := float64(r.window) / 1e9
 	for i := range r.measures {
-		switch m := &r.measures[i]; m.kind {
-		case mSum:
-			vals[i] = row[i]
-		case mRate:
-			vals[i] = row[i] / secs
-		}
+		vals[i] = r.measures[i].over(row, secs)
 	}
-	nm := len(r.measures)
+	nm := r.ncols
 	rate := 1.0
 	if row[nm+colSamples] > 0 {
 		rate = row[nm+colRateSum] / row[nm+colSamples]

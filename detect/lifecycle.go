@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vigil-sensor/vigil/flow"
 )
@@ -35,6 +36,9 @@ type alertState struct {
 	// what their intervals need.
 	cur  [extraCols]float64
 	vals []float64 // the measures when the condition last held
+	// burst: the condition last held over the rule's burst sub-window,
+	// not its window.
+	burst bool
 }
 
 // account adds an event the rule kept to a running alert's totals.
@@ -82,7 +86,7 @@ func observeEven(e *flow.Estimate, total, k, rate float64) {
 // current takes the key's window as the alert's current figures. Their
 // estimates and intervals are made only when a report is built.
 func (a *alertState) current(ks *keyState, r *rule) {
-	copy(a.cur[:], ks.win[len(r.measures):])
+	copy(a.cur[:], ks.win[r.ncols:])
 	a.peakPPS = max(a.peakPPS, ks.pps(r))
 	a.peakBPS = max(a.peakBPS, ks.bps(r))
 }
@@ -99,7 +103,7 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64, e
 			a.start = max(ks.windowStart(r), ks.first)
 			// The window's events count from the start: its sums are all
 			// that is left of them.
-			nm := len(r.measures)
+			nm := r.ncols
 			a.samples, a.rateSum = ks.win[nm+colSamples], ks.win[nm+colRateSum]
 			rate := ks.effRate(r)
 			a.packets = windowEstimate(ks.win[nm+colPackets], ks.win[nm+colPacketsVar], a.samples, rate)
@@ -126,6 +130,7 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64, e
 			a.current(ks, r)
 		}
 		a.vals = append(a.vals[:0], vals...)
+		rs.noteBurst(a)
 		a.suppressed = !e.report(rs, rs.build(ks, stateStart, t))
 		return
 	}
@@ -134,6 +139,17 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64, e
 		a.current(ks, r)
 	}
 	a.vals = append(a.vals[:0], vals...)
+	rs.noteBurst(a)
+}
+
+// noteBurst records whether the condition held on the burst, and takes
+// the burst's rates as peaks.
+func (rs *ruleState) noteBurst(a *alertState) {
+	a.burst = rs.burstHit
+	if rs.burstHit {
+		a.peakPPS = max(a.peakPPS, rs.bpps)
+		a.peakBPS = max(a.peakBPS, rs.bbps)
+	}
 }
 
 // end reports the end of a key's alert and forgets it.
@@ -159,7 +175,7 @@ func (ks *keyState) windowStart(r *rule) int64 {
 	w := len(ks.win)
 	oldest := ks.head
 	for pos, s := range ks.slotIdx {
-		if s > lo && s < oldest && ks.rows[pos*w+len(r.measures)+colSamples] > 0 {
+		if s > lo && s < oldest && ks.rows[pos*w+r.ncols+colSamples] > 0 {
 			oldest = s
 		}
 	}
@@ -211,13 +227,23 @@ func (rs *ruleState) build(ks *keyState, st flow.AlertState, now int64) flow.Ale
 			al.TopPorts = top
 		}
 	}
-	al.Summary = rs.summary(&al, a, ks.limits)
+	var svc *Service
+	if r.service != "" {
+		for _, kv := range al.Key {
+			if kv.Name == r.service {
+				p, _ := strconv.ParseUint(kv.Value, 10, 16)
+				al.Service = serviceLabel(ks.proto, uint16(p))
+				svc, _ = LookupService(ks.proto, uint16(p))
+			}
+		}
+	}
+	al.Summary = rs.summary(&al, a, ks.limits, svc)
 	return al
 }
 
 // summary is one human-readable line: the rule, its key and the
 // measures against their thresholds.
-func (rs *ruleState) summary(al *flow.Alert, a *alertState, limits []float64) string {
+func (rs *ruleState) summary(al *flow.Alert, a *alertState, limits []float64, svc *Service) string {
 	r := rs.r
 	var b strings.Builder
 	b.WriteString(r.name)
@@ -237,20 +263,43 @@ func (rs *ruleState) summary(al *flow.Alert, a *alertState, limits []float64) st
 		b.WriteString(": the steps of the sequence happened in order")
 		return b.String()
 	}
+	// The thresholds reached: every "all" one, and the "any" ones that
+	// were (all of them when none was, as in an end report).
+	reached := 0
+	for i, th := range r.thresholds {
+		if i < len(limits) && th.m < len(a.vals) && !th.all && a.vals[th.m] >= limits[i] {
+			reached++
+		}
+	}
+	n := 0
 	for i, th := range r.thresholds {
 		if th.m >= len(a.vals) || i >= len(limits) {
 			break
 		}
-		if i == 0 {
+		if !th.all && reached > 0 && a.vals[th.m] < limits[i] {
+			continue
+		}
+		if n == 0 {
 			b.WriteString(": ")
 		} else {
 			b.WriteString(", ")
 		}
+		n++
 		b.WriteString(r.names[th.m] + " " + formatValue(a.vals[th.m]))
 		b.WriteString(" >= " + strconv.FormatFloat(limits[i], 'f', -1, 64))
 	}
+	if a.burst {
+		b.WriteString(" in a " + time.Duration(int64(r.burstSlots)*r.slot).String() + " burst")
+	}
 	if r.kind == kindBaseline {
 		b.WriteString(" (above its baseline)")
+	}
+	if al.Service != "" {
+		b.WriteString(" (" + al.Service)
+		if svc != nil && svc.Amplification != "" {
+			b.WriteString(", amplification " + svc.Amplification + "x")
+		}
+		b.WriteString(")")
 	}
 	return b.String()
 }

@@ -28,10 +28,13 @@ type RuleSpec struct {
 	Window      Duration               `yaml:"window"`     // sliding window length
 	Slots       int                    `yaml:"slots"`      // time slots per window
 	Measures    map[string]MeasureSpec `yaml:"measures"`
-	Thresholds  map[string]float64     `yaml:"thresholds"` // measure -> minimum to alert
+	Thresholds  map[string]float64     `yaml:"thresholds"` // measure -> minimum: the rule fires when any is reached
+	All         map[string]float64     `yaml:"all"`        // measure -> minimum: every one must be reached too
 	When        string                 `yaml:"when"`       // extra condition over the measures
 	MinSamples  uint64                 `yaml:"min_samples"`
-	Evidence    []string               `yaml:"evidence"` // src_addr, dst_addr, src_port, dst_port
+	Burst       *BurstSpec             `yaml:"burst"`        // also judge rates over a short sub-window
+	ServicePort string                 `yaml:"service_port"` // src_port or dst_port: the key field that names the service
+	Evidence    []string               `yaml:"evidence"`     // src_addr, dst_addr, src_port, dst_port
 	UpdateEvery Duration               `yaml:"update_every"`
 	Quiet       Duration               `yaml:"quiet"` // end the alert after this long below threshold
 	MaxKeys     int                    `yaml:"max_keys"`
@@ -42,11 +45,18 @@ type RuleSpec struct {
 }
 
 // MeasureSpec is one aggregate of a rule: exactly one of Sum, Rate,
-// Distinct, DistinctOnce and Ratio, over the events its own Filter (if
-// any) keeps.
+// Mean, Spread, Distinct, DistinctOnce and Ratio, over the events its
+// own Filter (if any) keeps.
 type MeasureSpec struct {
-	Sum      string `yaml:"sum"`      // packets, bytes, bits or samples, summed over the window
-	Rate     string `yaml:"rate"`     // the same, per second over the window
+	Sum    string `yaml:"sum"`    // packets, bytes, bits, samples or events, summed over the window
+	Rate   string `yaml:"rate"`   // the same, per second over the window
+	Mean   string `yaml:"mean"`   // the same, per event
+	Spread string `yaml:"spread"` // coefficient of variation (sd / mean) of the same over the events
+	// Reverse counts (sum or rate) the key's traffic the other way: the
+	// events that, with source and destination swapped, have the key,
+	// and that pass Filter as they are (the rule's own filter does not
+	// apply to them). A victim's own requests, say.
+	Reverse  bool   `yaml:"reverse"`
 	Distinct string `yaml:"distinct"` // a field: distinct values seen (HyperLogLog) over the window
 	// DistinctOnce is Distinct for values each seen about once (scans,
 	// spoofed sources): the distinct values sampled times the sampling
@@ -54,6 +64,16 @@ type MeasureSpec struct {
 	DistinctOnce string   `yaml:"distinct_once"`
 	Ratio        []string `yaml:"ratio"` // [a, b]: measure a over measure b
 	Filter       string   `yaml:"filter"`
+}
+
+// BurstSpec makes a threshold rule also judge its rate measures over
+// the newest Window of its window (a few slots), so a burst much shorter
+// than the window is not averaged away. A burst counts when its rate
+// passes the thresholds even at the lower end of its 99.87% confidence
+// interval, with at least MinSamples sampled events in it.
+type BurstSpec struct {
+	Window     Duration `yaml:"window"`
+	MinSamples uint64   `yaml:"min_samples"` // default: the rule's min_samples
 }
 
 // BaselineSpec makes a rule compare a measure with its own moving mean

@@ -49,7 +49,7 @@ func TestRuleValidationErrors(t *testing.T) {
 			`r.yaml:3:26: rules[0].group_by[1]: "colour" cannot be grouped by: use src_addr, dst_addr (with /len for prefixes), src_port, dst_port, proto, ip_version, ifindex, vni, tcp_flags or direction`},
 		{"measure with two kinds",
 			"rules:\n  - name: r\n    measures:\n      pps: {rate: packets, sum: bytes}\n    thresholds:\n      pps: 10\n",
-			`r.yaml:4:12: rules[0].measures.pps: needs exactly one of sum, rate, distinct, distinct_once, ratio`},
+			`r.yaml:4:12: rules[0].measures.pps: needs exactly one of sum, rate, mean, spread, distinct, distinct_once, ratio`},
 		{"ratio of unknown measure",
 			"rules:\n  - name: r\n    measures:\n      pps: {rate: packets}\n      x: {ratio: [pps, bps]}\n    thresholds:\n      pps: 10\n",
 			`r.yaml:5:24: rules[0].measures.x.ratio[1]: no measure "bps"`},

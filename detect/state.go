@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"math"
 	"time"
 
 	"github.com/axiomhq/hyperloglog"
@@ -26,10 +27,17 @@ type ruleState struct {
 	// reload whether they changed.
 	groupSpec []HostGroup
 	vals      []float64
-	scratch   *hyperloglog.Sketch
-	lateness  int64
-	depth     int // chain depth of the alerts being processed
-	stats     ruleStats
+	// For bursts: the sub-window's values (bvals), the same with the
+	// thresholded rates at the low end of their interval (bjudge), and
+	// the columns summed over the sub-window (bcols). dvals is scratch
+	// for distinct estimates.
+	bvals, bjudge, bcols, dvals []float64
+	burstHit                    bool    // the last met passed on the burst
+	bpps, bbps                  float64 // the burst's packet and bit rates
+	scratch                     *hyperloglog.Sketch
+	lateness                    int64
+	depth                       int // chain depth of the alerts being processed
+	stats                       ruleStats
 }
 
 // ruleStats are a rule's counters, read by metrics under the engine lock.
@@ -51,8 +59,14 @@ func newRuleState(r *rule, set *RuleSet, rate float64) *ruleState {
 		active:  map[*keyState]struct{}{},
 		bucket:  newBucket(rate),
 		vals:    make([]float64, len(r.measures)),
+		dvals:   make([]float64, len(r.measures)),
 		scratch: newScratch(),
 		groups:  set.groups,
+	}
+	if r.burstSlots > 0 {
+		rs.bvals = make([]float64, len(r.measures))
+		rs.bjudge = make([]float64, len(r.measures))
+		rs.bcols = make([]float64, r.ncols+extraCols)
 	}
 	rs.groupSpec = set.opts.HostGroups
 	rs.limits, rs.byGroup = set.limitsOf(r)
@@ -157,6 +171,9 @@ func (rs *ruleState) process(e *Engine, source Source, evs []Event) {
 			rs.sequenceEvent(e, source, ev)
 			continue
 		}
+		if r.hasReverse && r.revFilter(ev) {
+			rs.reverseEvent(ev)
+		}
 		if !r.filter(ev) {
 			continue
 		}
@@ -182,6 +199,28 @@ func (rs *ruleState) process(e *Engine, source Source, evs []Event) {
 	}
 }
 
+// reverseEvent accounts an event in the reverse measures of the key it
+// has seen from its other end. It keeps the key alive but is not a
+// sample of it: min_samples, evidence, alerts and rates ignore it.
+func (rs *ruleState) reverseEvent(ev *Event) {
+	r := rs.r
+	k, ok := makeKeyDir(ev, r.group, true)
+	if !ok {
+		return
+	}
+	ks := rs.key(k, ev.Time)
+	if ks == nil {
+		return
+	}
+	s := ev.Time / r.slot
+	if s <= ks.head-int64(r.nslots) {
+		return
+	}
+	ks.advance(r, s)
+	ks.addReverse(r, ev, s)
+	ks.last = max(ks.last, ev.Time)
+}
+
 // windowEvent adds an event to its slot of the key's window. It reports
 // false for an event too old for the window.
 func (rs *ruleState) windowEvent(ks *keyState, ev *Event) bool {
@@ -201,6 +240,7 @@ func (rs *ruleState) windowEvent(ks *keyState, ev *Event) bool {
 		}
 	}
 	ks.add(r, ev, s)
+	ks.proto = ev.Proto
 	for i, f := range r.evidence {
 		ks.evidence[i].add(f.value(ev), float64(ev.Packets))
 	}
@@ -213,35 +253,184 @@ func (rs *ruleState) windowEvent(ks *keyState, ev *Event) bool {
 }
 
 // met reports whether the measures pass the key's thresholds and the
-// rule's condition. Distinct counts are merged only when the cheap
-// thresholds pass, and at most every quarter slot.
+// rule's condition, over the window or, for a rule with a burst, over
+// its newest sub-window. Distinct counts are merged only when the cheap
+// thresholds pass, and at most every quarter slot. rs.vals holds the
+// values that passed (the burst's, if it was the burst).
 func (rs *ruleState) met(ks *keyState, t int64) bool {
 	r := rs.r
-	if ks.samples(r) < float64(r.minSamples) {
-		return false
-	}
+	rs.burstHit = false
 	vals := rs.vals
-	ks.values(r, vals, rs.scratch, false)
-	for i, th := range r.thresholds {
-		if k := r.measures[th.m].kind; (k == mSum || k == mRate) && vals[th.m] < ks.limits[i] {
+	judged := vals
+	ok := ks.samples(r) >= float64(r.minSamples)
+	if ok {
+		ks.values(r, vals, rs.scratch, false)
+		ok = rs.cheap(ks.limits, vals)
+	}
+	if !ok {
+		if r.burstSlots == 0 || !rs.burst(ks, t) {
 			return false
 		}
+		judged = rs.bjudge
+		if !rs.cheap(ks.limits, judged) {
+			return false
+		}
+		vals = rs.bvals
+		rs.burstHit = true
 	}
 	if r.distinctNeeded && t >= ks.nextDistinct {
-		ks.values(r, vals, rs.scratch, true)
+		ks.values(r, rs.dvals, rs.scratch, true)
 		ks.nextDistinct = t + max(min(r.slot/4, int64(100*time.Millisecond)), 1)
 	}
-	return rs.pass(ks.limits, vals)
+	if r.hasDistinct {
+		// The distinct counts (over the window) of the last estimate.
+		for i := range r.measures {
+			if r.measures[i].kind == mDistinct {
+				v := ks.distinct[r.measures[i].dslot]
+				if r.measures[i].once {
+					v *= ks.effRate(r)
+				}
+				vals[i], judged[i] = v, v
+			}
+		}
+		ratios(r, vals)
+		if rs.burstHit {
+			for i := range r.measures {
+				if r.measures[i].kind == mRatio || r.measures[i].kind == mDistinct {
+					judged[i] = vals[i]
+				}
+			}
+		}
+	}
+	if !rs.pass(ks.limits, judged) {
+		return false
+	}
+	if rs.burstHit {
+		copy(rs.vals, vals)
+	}
+	return true
 }
 
-// pass checks every threshold and the condition.
-func (rs *ruleState) pass(limits, vals []float64) bool {
-	for i, th := range rs.r.thresholds {
-		if vals[th.m] < limits[i] {
+// burstZ is how many standard errors below its estimate a burst's rate
+// is judged at: the low end of a one-sided 99.87% interval, so that at
+// high sampling rates a handful of samples landing close together is
+// not taken for a burst.
+const burstZ = 3.0
+
+// burst computes the measures over the newest burstSlots slots: bvals
+// holds the rates over the sub-window (the other measures over the
+// window), bjudge the same with the thresholded rates at the low end of
+// their interval. It reports false when the sub-window holds fewer
+// samples than the burst's min_samples.
+func (rs *ruleState) burst(ks *keyState, t int64) bool {
+	r := rs.r
+	lo := ks.head - int64(r.burstSlots) + 1
+	w := len(ks.win)
+	nm := r.ncols
+	k := 0.0
+	for pos, s := range ks.slotIdx {
+		if s >= lo {
+			k += ks.rows[pos*w+nm+colSamples]
+		}
+	}
+	if k < float64(r.burstMin) {
+		return false
+	}
+	cols := rs.bcols
+	clear(cols)
+	for pos, s := range ks.slotIdx {
+		if s >= lo {
+			for j, v := range ks.rows[pos*w : pos*w+w] {
+				cols[j] += v
+			}
+		}
+	}
+	// The sub-window runs from its oldest slot's start to now: between
+	// burstSlots-1 and burstSlots slots long.
+	span := max(t, ks.head*r.slot) - lo*r.slot
+	span = max(span, int64(r.burstSlots-1)*r.slot)
+	secs := float64(span) / 1e9
+	bv := rs.bvals
+	ks.values(r, bv, rs.scratch, false)
+	for i := range r.measures {
+		if m := &r.measures[i]; m.kind == mRate {
+			bv[i] = cols[m.col] / secs
+		}
+	}
+	ratios(r, bv)
+	copy(rs.bjudge, bv)
+	rs.bpps, rs.bbps = cols[nm+colPackets]/secs, 8*cols[nm+colBytes]/secs
+	n := cols[nm+colRateSum] / k // the mean sampling rate
+	for _, th := range r.thresholds {
+		if m := &r.measures[th.m]; m.kind == mRate && !m.reverse {
+			rs.bjudge[th.m] = bv[th.m] * lowFactor(m, cols, nm, n, k)
+		}
+	}
+	return true
+}
+
+// lowFactor is the low end of a rate estimate's interval, as a share
+// of it: 1 - z·√((n-1)/(n·k)) for k samples behind it at a mean rate of
+// 1 in n (the relative standard error of a count of k sampled events
+// standing for k·n).
+func lowFactor(m *measure, cols []float64, nm int, n, k float64) float64 {
+	if n <= 1 {
+		return 1 // every packet is seen: no sampling noise
+	}
+	var ke float64 // samples behind the measure
+	switch m.value {
+	case vPackets:
+		ke = cols[m.col] / n
+	case vBytes:
+		if b := cols[nm+colBytes]; b > 0 {
+			ke = k * cols[m.col] / b
+		}
+	case vBits:
+		if b := cols[nm+colBytes]; b > 0 {
+			ke = k * cols[m.col] / (8 * b)
+		}
+	default:
+		ke = cols[m.col]
+	}
+	if ke <= 0 {
+		return 0
+	}
+	return max(1-burstZ*math.Sqrt((n-1)/(n*ke)), 0)
+}
+
+// cheap reports whether the sum, rate, mean and spread measures leave
+// the thresholds a chance: no "all" one fails, and an "any" one passes
+// (or one of them is on a distinct count or ratio, not known yet).
+func (rs *ruleState) cheap(limits, vals []float64) bool {
+	r := rs.r
+	anyOK := !r.hasAny || r.anyLate
+	for i, th := range r.thresholds {
+		if k := r.measures[th.m].kind; k == mDistinct || k == mRatio {
+			continue
+		}
+		switch {
+		case vals[th.m] >= limits[i]:
+			anyOK = anyOK || !th.all
+		case th.all:
 			return false
 		}
 	}
-	return rs.r.when == nil || rs.r.when(vals)
+	return anyOK
+}
+
+// pass checks every threshold and the condition: every "all" threshold
+// and at least one "any" one is reached, and the condition holds.
+func (rs *ruleState) pass(limits, vals []float64) bool {
+	anyOK := !rs.r.hasAny
+	for i, th := range rs.r.thresholds {
+		switch {
+		case vals[th.m] >= limits[i]:
+			anyOK = anyOK || !th.all
+		case th.all:
+			return false
+		}
+	}
+	return anyOK && (rs.r.when == nil || rs.r.when(vals))
 }
 
 func (rs *ruleState) evaluate(e *Engine, ks *keyState, t int64) {

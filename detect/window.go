@@ -1,6 +1,8 @@
 package detect
 
 import (
+	"math"
+
 	"github.com/axiomhq/hyperloglog"
 )
 
@@ -44,13 +46,14 @@ type keyState struct {
 	distinct     []float64
 
 	alert *alertState
+	proto uint8 // of the newest event kept: names the service of a port
 
 	bl  *baseline
 	seq seqState
 }
 
 func newKeyState(r *rule, k keyBuf, limits []float64) *keyState {
-	w := len(r.measures) + extraCols
+	w := r.ncols + extraCols
 	ks := &keyState{key: k, head: -1, limits: limits}
 	if r.kind == kindThreshold || r.kind == kindBaseline {
 		ks.rows = make([]float64, r.nslots*w)
@@ -132,34 +135,62 @@ func (ks *keyState) add(r *rule, e *Event, s int64) {
 	nd := len(ks.distinct)
 	pos := int(s % int64(r.nslots))
 	row := ks.rows[pos*w : pos*w+w]
+	pv, bv := e.PacketsVar, e.BytesVar
+	if pv == 0 && bv == 0 && e.Rate > 1 {
+		// A sample (or an alert): n(n−1)·x² for x = Packets/n.
+		n, k := float64(e.Rate), max(float64(e.Samples), 1)
+		p, b := float64(e.Packets), float64(e.Bytes)
+		pv, bv = (n-1)*p*p/(n*k), (n-1)*b*b/(n*k)
+	}
 	for i := range r.measures {
 		m := &r.measures[i]
-		if m.kind == mRatio || m.filter != nil && !m.filter(e) {
+		if m.kind == mRatio || m.reverse || m.filter != nil && !m.filter(e) {
 			continue
 		}
-		if m.kind == mDistinct {
+		c := m.col
+		switch m.kind {
+		case mDistinct:
 			sk := ks.hll[pos*nd+m.dslot]
 			if sk == nil {
 				sk, _ = hyperloglog.NewSketch(hllPrecision, true)
 				ks.hll[pos*nd+m.dslot] = sk
 			}
 			sk.InsertHash(m.field(e))
-			row[i]++
-			ks.win[i]++
-			continue
+			row[c]++
+			ks.win[c]++
+		case mMean:
+			v := m.amount(e)
+			row[c] += v
+			ks.win[c] += v
+			row[c+1]++
+			ks.win[c+1]++
+		case mSpread:
+			v := m.amount(e)
+			row[c]++
+			ks.win[c]++
+			row[c+1] += v
+			ks.win[c+1] += v
+			row[c+2] += v * v
+			ks.win[c+2] += v * v
+			// The sampling noise of the value, taken out of its spread.
+			var nv float64
+			switch m.value {
+			case vPackets:
+				nv = pv
+			case vBytes:
+				nv = bv
+			case vBits:
+				nv = 64 * bv
+			}
+			row[c+3] += nv
+			ks.win[c+3] += nv
+		default:
+			v := m.amount(e)
+			row[c] += v
+			ks.win[c] += v
 		}
-		v := m.amount(e)
-		row[i] += v
-		ks.win[i] += v
 	}
-	nm := len(r.measures)
-	pv, bv := e.PacketsVar, e.BytesVar
-	if pv == 0 && e.Rate > 1 {
-		// A sample (or an alert): n(n−1)·x² for x = Packets/n.
-		n, k := float64(e.Rate), max(float64(e.Samples), 1)
-		p, b := float64(e.Packets), float64(e.Bytes)
-		pv, bv = (n-1)*p*p/(n*k), (n-1)*b*b/(n*k)
-	}
+	nm := r.ncols
 	extra := [extraCols]float64{float64(e.Packets), float64(e.Bytes), float64(e.Samples), float64(e.Rate) * float64(e.Samples), pv, bv}
 	for j, v := range extra {
 		row[nm+j] += v
@@ -167,16 +198,33 @@ func (ks *keyState) add(r *rule, e *Event, s int64) {
 	}
 }
 
+// addReverse accounts an event of the key's traffic the other way in
+// slot s: only the reverse measures whose filter it passes count it.
+func (ks *keyState) addReverse(r *rule, e *Event, s int64) {
+	w := len(ks.win)
+	pos := int(s % int64(r.nslots))
+	row := ks.rows[pos*w : pos*w+w]
+	for i := range r.measures {
+		m := &r.measures[i]
+		if !m.reverse || m.filter != nil && !m.filter(e) {
+			continue
+		}
+		v := m.amount(e)
+		row[m.col] += v
+		ks.win[m.col] += v
+	}
+}
+
 // effRate is the mean sampling rate of the window's events.
 func (ks *keyState) effRate(r *rule) float64 {
-	nm := len(r.measures)
+	nm := r.ncols
 	if s := ks.win[nm+colSamples]; s > 0 {
 		return ks.win[nm+colRateSum] / s
 	}
 	return 1
 }
 
-func (ks *keyState) samples(r *rule) float64 { return ks.win[len(r.measures)+colSamples] }
+func (ks *keyState) samples(r *rule) float64 { return ks.win[r.ncols+colSamples] }
 
 // values computes the measures over the window into vals. Distinct
 // counts are merged from the slots' sketches only when withDistinct;
@@ -187,10 +235,6 @@ func (ks *keyState) values(r *rule, vals []float64, scratch *hyperloglog.Sketch,
 	for i := range r.measures {
 		m := &r.measures[i]
 		switch m.kind {
-		case mSum:
-			vals[i] = ks.win[i]
-		case mRate:
-			vals[i] = ks.win[i] / secs
 		case mDistinct:
 			if withDistinct {
 				ks.distinct[m.dslot] = ks.estimate(r, m.dslot, scratch)
@@ -201,8 +245,40 @@ func (ks *keyState) values(r *rule, vals []float64, scratch *hyperloglog.Sketch,
 				// each sampled one stands for rate of them.
 				vals[i] *= rate
 			}
+		case mRatio:
+		default:
+			vals[i] = m.over(ks.win, secs)
 		}
 	}
+	ratios(r, vals)
+}
+
+// value is a sum, rate, mean or spread measure over the columns of a
+// window (or part of one) secs long.
+func (m *measure) over(cols []float64, secs float64) float64 {
+	c := cols[m.col:]
+	switch m.kind {
+	case mSum:
+		return c[0]
+	case mRate:
+		return c[0] / secs
+	case mMean:
+		if c[1] > 0 {
+			return c[0] / c[1]
+		}
+	case mSpread:
+		// The spread of the values, less the part that sampling noise
+		// explains (each value's own variance, on average).
+		if n := c[0]; n > 0 && c[1] > 0 {
+			mean := c[1] / n
+			return math.Sqrt(max(c[2]/n-mean*mean-c[3]/n, 0)) / mean
+		}
+	}
+	return 0
+}
+
+// ratios computes the ratio measures from the others.
+func ratios(r *rule, vals []float64) {
 	for i := range r.measures {
 		m := &r.measures[i]
 		if m.kind != mRatio {
@@ -243,9 +319,9 @@ func (ks *keyState) estimate(r *rule, d int, scratch *hyperloglog.Sketch) float6
 
 // pps and bps are the rates of the events the rule kept, over the window.
 func (ks *keyState) pps(r *rule) float64 {
-	return ks.win[len(r.measures)+colPackets] / (float64(r.window) / 1e9)
+	return ks.win[r.ncols+colPackets] / (float64(r.window) / 1e9)
 }
 
 func (ks *keyState) bps(r *rule) float64 {
-	return 8 * ks.win[len(r.measures)+colBytes] / (float64(r.window) / 1e9)
+	return 8 * ks.win[r.ncols+colBytes] / (float64(r.window) / 1e9)
 }

@@ -150,7 +150,9 @@ func AppendAlertJSON(b []byte, a *flow.Alert) []byte {
 		}
 		b = appendJSONString(b, t)
 	}
-	b = append(b, `],"summary":`...)
+	b = append(b, `],"service":`...)
+	b = appendJSONString(b, a.Service)
+	b = append(b, `,"summary":`...)
 	b = appendJSONString(b, a.Summary)
 	return append(b, '}')
 }

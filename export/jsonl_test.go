@@ -153,7 +153,7 @@ func TestAlertJSONSchema(t *testing.T) {
 		Packets: 100000, Bytes: 6400000, PacketsCI: flow.Interval{Lo: 98040, Hi: 101985}, BytesCI: flow.Interval{Lo: 6274560, Hi: 6527040}, PeakPPS: 100000.12345, PeakBPS: math.Inf(1), CurrentPPS: 99000, CurrentBPS: 50688000,
 		CurrentPPSCI: flow.RateInterval{Lo: 97050.5, Hi: 100990.25}, CurrentBPSCI: flow.RateInterval{Lo: 49000000, Hi: 52000000.125},
 		TopSources: []flow.Top{{Value: "198.51.100.1", Packets: 900}}, TopPorts: []flow.Top{{Value: "80", Packets: 1000}},
-		SamplingRate: 100, Techniques: []string{"T1498.001"}, Summary: "SYN flood against 203.0.113.9",
+		SamplingRate: 100, Techniques: []string{"T1498.001"}, Service: "https", Summary: "SYN flood against 203.0.113.9",
 	}
 	var buf bytes.Buffer
 	w := NewJSONLines(&buf, nil)
@@ -180,7 +180,7 @@ func TestAlertJSONSchema(t *testing.T) {
 		"top_sources":      []any{map[string]any{"value": "198.51.100.1", "packets": 900.0}},
 		"top_destinations": []any{},
 		"top_ports":        []any{map[string]any{"value": "80", "packets": 1000.0}},
-		"sampling_rate":    100.0, "techniques": []any{"T1498.001"}, "summary": "SYN flood against 203.0.113.9",
+		"sampling_rate":    100.0, "techniques": []any{"T1498.001"}, "service": "https", "summary": "SYN flood against 203.0.113.9",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("alert JSON (-want +got):\n%s", diff)

@@ -290,7 +290,9 @@ func AppendAlertOCSF(b []byte, a *flow.Alert, p OCSFProduct) []byte {
 
 	b = append(b, `,"unmapped":{"state":"`...)
 	b = append(b, a.State.String()...)
-	b = append(b, `","key":`...)
+	b = append(b, `","service":`...)
+	b = appendJSONString(b, a.Service)
+	b = append(b, `,"key":`...)
 	b = appendKeyObject(b, a.Key)
 	b = appendUint(b, `,"packets":`, a.Packets)
 	b = appendUint(b, `,"bytes":`, a.Bytes)

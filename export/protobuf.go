@@ -70,6 +70,7 @@ const (
 	pbAlertCurrentPPSHi    = 26
 	pbAlertCurrentBPSLo    = 27
 	pbAlertCurrentBPSHi    = 28
+	pbAlertService         = 29
 
 	pbKeyValueName  = 1
 	pbKeyValueValue = 2
@@ -169,7 +170,8 @@ func AppendAlertProto(b []byte, a *flow.Alert) []byte {
 	b = appendPbDouble(b, pbAlertCurrentPPSLo, a.CurrentPPSCI.Lo)
 	b = appendPbDouble(b, pbAlertCurrentPPSHi, a.CurrentPPSCI.Hi)
 	b = appendPbDouble(b, pbAlertCurrentBPSLo, a.CurrentBPSCI.Lo)
-	return appendPbDouble(b, pbAlertCurrentBPSHi, a.CurrentBPSCI.Hi)
+	b = appendPbDouble(b, pbAlertCurrentBPSHi, a.CurrentBPSCI.Hi)
+	return appendPbString(b, pbAlertService, a.Service)
 }
 
 func appendPbTops(b []byte, num protowire.Number, tops []flow.Top) []byte {

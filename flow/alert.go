@@ -29,7 +29,12 @@ type Alert struct {
 	TopPorts        []Top
 	SamplingRate    uint32   // effective 1-in-N behind the figures
 	Techniques      []string // MITRE ATT&CK technique IDs, e.g. T1498.001
-	Summary         string   // one human-readable line
+	// Service names the abused or attacked service, from the catalogue
+	// of detect/services.go, for rules that say which key port names it:
+	// "dns", "ntp", "ssh"; "udp/40000" for a port it does not know; ""
+	// for rules without one.
+	Service string
+	Summary string // one human-readable line
 }
 
 // KeyValue is one group-by field of an alert key.

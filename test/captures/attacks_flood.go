@@ -38,16 +38,12 @@ func reflectors(g *gen, n int, v6 bool) []netip.Addr {
 	return out
 }
 
-// tcpReflection: 60k pps of SYN-ACK from 500 reflectors (ports 80 and
-// 443) to random ports of the victim.
+// tcpReflection: 60k pps of SYN-ACK from 500 reflectors' port 443 to
+// random ports of the victim.
 func tcpReflection(g *gen, p *plan, start int64, refl []netip.Addr) {
-	ports := make([]uint16, len(refl))
-	for i := range ports {
-		ports[i] = []uint16{80, 443}[g.rng.IntN(2)]
-	}
 	every(start, 60_000, floodLen, func(i int, t int64) {
 		r := g.rng.IntN(len(refl))
-		g.tcp(t, refl[r], p.victim, ports[r], uint16(1024+g.rng.IntN(64512)), SYN|ACK, g.rng.Uint32(), g.rng.Uint32(), 0)
+		g.tcp(t, refl[r], p.victim, 443, uint16(1024+g.rng.IntN(64512)), SYN|ACK, g.rng.Uint32(), g.rng.Uint32(), 0)
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -101,6 +102,12 @@ func phase(name string, from, to int64) Phase { return Phase{name, at(from), at(
 
 func keyDst(p *plan) map[string]string { return map[string]string{"dst_addr": p.victim.String()} }
 
+// keyDstPort is the key of the reflection rules: the victim and the
+// reflectors' port.
+func keyDstPort(p *plan, port uint16) map[string]string {
+	return map[string]string{"dst_addr": p.victim.String(), "src_port": strconv.Itoa(int(port))}
+}
+
 // DetectionCases returns every attack of the rule pack, in an IPv4 and
 // an IPv6 variant ("<attack>-v4", "<attack>-v6"): floods, reflections
 // and amplifications 3 s long, 5 s after the start of the background
@@ -143,7 +150,7 @@ func scenarios(v6 bool) []scenario {
 	)
 	tcpRefl, tcpReflAttack := refl("tcp_reflection_flood", 500)
 	out = append(out,
-		flood("tcp_reflection_flood", "tcp_reflection_flood", 180_000, keyDst(p), tcpReflAttack, victim,
+		flood("tcp_reflection_flood", "tcp_reflection", 180_000, keyDstPort(p, 443), tcpReflAttack, victim,
 			func(g *gen) { tcpReflection(g, p, attackAt, tcpRefl) }),
 		flood("udp_flood", "udp_flood", 300_000, keyDst(p), setOf(p.victim, p.attacker), []netip.Addr{p.victim, p.attacker},
 			func(g *gen) { udpFlood(g, p, attackAt) }),
@@ -163,11 +170,7 @@ func scenarios(v6 bool) []scenario {
 		{"udp_amplification", 100, 389, 10_000, 8 + 1400, 1},
 	} {
 		r, attack := refl(a.rule, a.reflectors)
-		key := keyDst(p)
-		if a.rule == "udp_amplification" {
-			key["src_port"] = "389"
-		}
-		out = append(out, flood(a.rule, a.rule, a.rate*a.frames*3, key, attack, victim,
+		out = append(out, flood(a.rule, "udp_reflection", a.rate*a.frames*3, keyDstPort(p, a.port), attack, victim,
 			func(g *gen) { amplification(g, p, attackAt, r, a.port, a.rate, a.udpLen) }))
 	}
 	out = append(out, flood("carpet_bombing", "carpet_bombing", 240_000, map[string]string{"dst_prefix": p.carpet.String()},

@@ -40,8 +40,10 @@ func hostScenarios(p *plan, suffix string, fam int) []scenario {
 		server netip.Addr
 		port   uint16
 	}{{"ssh_brute_force", p.ssh, 22}, {"rdp_brute_force", p.rdp, 3389}} {
+		key := srcDst(p.attacker, b.server)
+		key["dst_port"] = strconv.Itoa(int(b.port))
 		out = append(out, scenario{
-			name: b.rule + suffix, rule: b.rule, p: p, family: fam, key: srcDst(p.attacker, b.server),
+			name: b.rule + suffix, rule: "brute_force_attempts", p: p, family: fam, key: key,
 			start: attackAt, end: bruteEnd + 5*sec, bg: 1, hint: bruteConns * 14,
 			phases: []Phase{phase("brute_force", attackAt, bruteEnd)},
 			attack: setOf(p.attacker, b.server), hosts: []netip.Addr{p.attacker, b.server},

@@ -33,6 +33,11 @@ var ruleChecks = map[string]func(t *testing.T, c DetectionCase, a []rec){
 
 func planFor(c DetectionCase) *plan { return planOf(c.Family == 6) }
 
+// caseKind is a case's name without its family: "dns_amplification".
+func caseKind(c DetectionCase) string {
+	return strings.TrimSuffix(strings.TrimSuffix(c.Name, "-v4"), "-v6")
+}
+
 // perSecond counts the packets matching f in each second since the start.
 func perSecond(a []rec, f func(r rec) bool) map[int64]int {
 	m := map[int64]int{}
@@ -162,7 +167,7 @@ var amplifications = map[string]struct {
 
 func checkAmplification(t *testing.T, c DetectionCase, a []rec) {
 	p := planFor(c)
-	want := amplifications[c.Rule]
+	want := amplifications[caseKind(c)]
 	mustAll(t, "UDP from the reflector port to the victim", a, func(r rec) bool {
 		return r.proto == 17 && r.dst == p.victim && !p.internal.Contains(r.src) &&
 			(r.nonFirst || (r.sport == want.port && r.dport >= 1024 && r.l4 == want.udpLen-8)) &&
@@ -255,7 +260,7 @@ func checkHostSweep(t *testing.T, c DetectionCase, a []rec) {
 func checkBruteForce(t *testing.T, c DetectionCase, a []rec) {
 	p := planFor(c)
 	server, port := p.ssh, uint16(22)
-	if c.Rule == "rdp_brute_force" {
+	if caseKind(c) == "rdp_brute_force" {
 		server, port = p.rdp, 3389
 	}
 	mustAll(t, "between the attacker and the server's port", a, func(r rec) bool {

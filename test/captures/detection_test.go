@@ -224,7 +224,7 @@ func TestDetectionCases(t *testing.T) {
 			checkKey(t, c, attack)
 			checkAddresses(t, c, recs)
 			checkBackground(t, c, background)
-			check := ruleChecks[c.Rule]
+			check := ruleChecks[caseKind(c)]
 			if check == nil {
 				t.Fatalf("no check for rule %s", c.Rule)
 			}
