@@ -135,14 +135,21 @@ func (dt *detector) rulesHandler(w http.ResponseWriter, _ *http.Request) {
 	type ruleView struct {
 		detect.RuleInfo
 		Stats detect.RuleStats `json:"stats"`
+		// What the rule promises at the sampling rate in force.
+		Guarantees []detect.Guarantee `json:"guarantees"`
 	}
 	stats := map[string]detect.RuleStats{}
 	for _, s := range dt.eng.Stats() {
 		stats[s.Rule] = s
 	}
+	gs := dt.eng.Guarantees()
 	var out []ruleView
 	for _, ri := range dt.eng.RuleSet().Rules() {
-		out = append(out, ruleView{RuleInfo: ri, Stats: stats[ri.Name]})
+		g := gs[ri.Name]
+		if g == nil {
+			g = []detect.Guarantee{}
+		}
+		out = append(out, ruleView{RuleInfo: ri, Stats: stats[ri.Name], Guarantees: g})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

@@ -44,6 +44,7 @@ type Engine struct {
 	global bucket
 
 	now       int64
+	rate      uint32 // the sampling rate of the newest sample read
 	lastSweep int64
 	events    []Event
 	pending   []flow.Alert // to emit at the end of the call
@@ -150,6 +151,9 @@ func (e *Engine) Samples(batch []flow.Sample) {
 	evs := e.buffer(len(batch))
 	for i := range batch {
 		evs[i].FromSample(&batch[i])
+	}
+	if len(evs) > 0 {
+		e.rate = evs[len(evs)-1].Rate
 	}
 	e.run(SourceSamples, evs)
 	e.flush()

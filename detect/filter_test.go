@@ -289,7 +289,7 @@ func TestFieldNames(t *testing.T) {
 	want := []string{"src_addr", "dst_addr", "src_port", "dst_port", "proto", "tcp_flags",
 		"ip_version", "ifindex", "vni", "packets", "bytes", "samples", "rate", "severity",
 		"duration", "syn", "ack", "fin", "rst", "psh", "tcp", "udp", "icmp", "fragment",
-		"non_first_fragment", "direction", "source", "rule", "state"}
+		"non_first_fragment", "amplifier_port", "login_port", "direction", "source", "rule", "state"}
 	got := FieldNames()
 	if !slices.Equal(got, want) {
 		t.Errorf("FieldNames() = %v, want %v", got, want)

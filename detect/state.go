@@ -327,10 +327,11 @@ func (rs *ruleState) burst(ks *keyState, t int64) bool {
 	lo := ks.head - int64(r.burstSlots) + 1
 	w := len(ks.win)
 	nm := r.ncols
+	n := int64(r.nslots)
 	k := 0.0
-	for pos, s := range ks.slotIdx {
-		if s >= lo {
-			k += ks.rows[pos*w+nm+colSamples]
+	for s := lo; s <= ks.head; s++ {
+		if pos := s % n; s >= 0 && ks.slotIdx[pos] == s {
+			k += ks.rows[int(pos)*w+nm+colSamples]
 		}
 	}
 	if k < float64(r.burstMin) {
@@ -338,9 +339,9 @@ func (rs *ruleState) burst(ks *keyState, t int64) bool {
 	}
 	cols := rs.bcols
 	clear(cols)
-	for pos, s := range ks.slotIdx {
-		if s >= lo {
-			for j, v := range ks.rows[pos*w : pos*w+w] {
+	for s := lo; s <= ks.head; s++ {
+		if pos := s % n; s >= 0 && ks.slotIdx[pos] == s {
+			for j, v := range ks.rows[int(pos)*w : int(pos)*w+w] {
 				cols[j] += v
 			}
 		}
@@ -360,10 +361,10 @@ func (rs *ruleState) burst(ks *keyState, t int64) bool {
 	ratios(r, bv)
 	copy(rs.bjudge, bv)
 	rs.bpps, rs.bbps = cols[nm+colPackets]/secs, 8*cols[nm+colBytes]/secs
-	n := cols[nm+colRateSum] / k // the mean sampling rate
+	mean := cols[nm+colRateSum] / k // the mean sampling rate
 	for _, th := range r.thresholds {
 		if m := &r.measures[th.m]; m.kind == mRate && !m.reverse {
-			rs.bjudge[th.m] = bv[th.m] * lowFactor(m, cols, nm, n, k)
+			rs.bjudge[th.m] = bv[th.m] * lowFactor(m, cols, nm, mean, k)
 		}
 	}
 	return true

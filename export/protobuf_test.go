@@ -290,6 +290,7 @@ func pbTestAlerts() []flow.Alert {
 		SamplingRate:    100,
 		Techniques:      []string{"T1498.001", "", "T1499"},
 		Summary:         "SYN flood against 198.51.100.7:443 — 100k pps",
+		Service:         "https",
 	}
 	bad := flow.Alert{ // invalid UTF-8 becomes U+FFFD; NaN and Inf become 0
 		ID: "a-0002", Rule: "dns\xffamp", State: flow.AlertEnd, Severity: flow.SeverityCritical,
@@ -349,7 +350,7 @@ func pbWantAlert(a *flow.Alert) map[string]any {
 		"time_ns": a.Time, "start_ns": a.Start, "end_ns": a.End, "packets": a.Packets, "bytes": a.Bytes,
 		"peak_pps": pbFinite(a.PeakPPS), "peak_bps": pbFinite(a.PeakBPS), "current_pps": pbFinite(a.CurrentPPS), "current_bps": pbFinite(a.CurrentBPS),
 		"top_sources": pbWantTops(a.TopSources), "top_destinations": pbWantTops(a.TopDestinations), "top_ports": pbWantTops(a.TopPorts),
-		"sampling_rate": a.SamplingRate, "techniques": techniques, "summary": pbValidUTF8(a.Summary),
+		"sampling_rate": a.SamplingRate, "techniques": techniques, "summary": pbValidUTF8(a.Summary), "service": pbValidUTF8(a.Service),
 		"packets_lo": a.PacketsCI.Lo, "packets_hi": a.PacketsCI.Hi, "bytes_lo": a.BytesCI.Lo, "bytes_hi": a.BytesCI.Hi,
 		"current_pps_lo": pbFinite(a.CurrentPPSCI.Lo), "current_pps_hi": pbFinite(a.CurrentPPSCI.Hi),
 		"current_bps_lo": pbFinite(a.CurrentBPSCI.Lo), "current_bps_hi": pbFinite(a.CurrentBPSCI.Hi),

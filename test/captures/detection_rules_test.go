@@ -12,6 +12,7 @@ import (
 // its rule.
 var ruleChecks = map[string]func(t *testing.T, c DetectionCase, a []rec){
 	"syn_flood":               checkSynFlood,
+	"syn_flood_spoofed":       checkSynFlood,
 	"tcp_reflection_flood":    checkTCPReflection,
 	"udp_flood":               checkUDPFlood,
 	"icmp_flood":              checkICMPFlood,
