@@ -32,12 +32,16 @@ type ruleState struct {
 	// the columns summed over the sub-window (bcols). dvals is scratch
 	// for distinct estimates.
 	bvals, bjudge, bcols, dvals []float64
-	burstHit                    bool    // the last met passed on the burst
-	bpps, bbps                  float64 // the burst's packet and bit rates
-	scratch                     *hyperloglog.Sketch
-	lateness                    int64
-	depth                       int // chain depth of the alerts being processed
-	stats                       ruleStats
+	// rjudge is what the thresholds and condition judge when the rule
+	// has reverse measures: those at the high end of their interval.
+	rjudge     []float64
+	bsecs      float64 // the length of the last burst sub-window judged
+	burstHit   bool    // the last met passed on the burst
+	bpps, bbps float64 // the burst's packet and bit rates
+	scratch    *hyperloglog.Sketch
+	lateness   int64
+	depth      int // chain depth of the alerts being processed
+	stats      ruleStats
 }
 
 // ruleStats are a rule's counters, read by metrics under the engine lock.
@@ -67,6 +71,9 @@ func newRuleState(r *rule, set *RuleSet, rate float64) *ruleState {
 		rs.bvals = make([]float64, len(r.measures))
 		rs.bjudge = make([]float64, len(r.measures))
 		rs.bcols = make([]float64, r.ncols+extraCols)
+	}
+	if r.hasReverse {
+		rs.rjudge = make([]float64, len(r.measures))
 	}
 	rs.groupSpec = set.opts.HostGroups
 	rs.limits, rs.byGroup = set.limitsOf(r)
@@ -302,6 +309,15 @@ func (rs *ruleState) met(ks *keyState, t int64) bool {
 			}
 		}
 	}
+	if r.hasReverse {
+		copy(rs.rjudge, judged)
+		judged = rs.rjudge
+		secs := float64(r.window) / 1e9
+		if rs.burstHit {
+			secs = rs.bsecs
+		}
+		reverseHigh(r, judged, ks.effRate(r), secs)
+	}
 	if !rs.pass(ks.limits, judged) {
 		return false
 	}
@@ -351,6 +367,7 @@ func (rs *ruleState) burst(ks *keyState, t int64) bool {
 	span := max(t, ks.head*r.slot) - lo*r.slot
 	span = max(span, int64(r.burstSlots-1)*r.slot)
 	secs := float64(span) / 1e9
+	rs.bsecs = secs
 	bv := rs.bvals
 	ks.values(r, bv, rs.scratch, false)
 	for i := range r.measures {
@@ -397,6 +414,35 @@ func lowFactor(m *measure, cols []float64, nm int, n, k float64) float64 {
 		return 0
 	}
 	return max(1-burstZ*math.Sqrt((n-1)/(n*ke)), 0)
+}
+
+// reverseHigh puts the reverse measures of vals (over the window) at
+// the high end of their interval at a mean sampling rate of 1 in n:
+// a condition like "requests < 0.1 * pps" says the victim sent almost
+// nothing back, and at 1-in-1000 a few requests a second leave no
+// sample in most windows. k samples behind a count are judged as
+// k + z·(√k + 1) of them (3 for none at z = 3, about the one-sided 95%
+// bound of a Poisson count of 0).
+func reverseHigh(r *rule, vals []float64, n, secs float64) {
+	if n <= 1 {
+		return
+	}
+	for i := range r.measures {
+		m := &r.measures[i]
+		if !m.reverse || m.value == vBytes || m.value == vBits {
+			continue // sizes: no count of samples to judge by
+		}
+		count := vals[i]
+		if m.kind == mRate {
+			count *= secs
+		}
+		k := count / n // the samples behind it, about
+		hi := count + n*burstZ*(math.Sqrt(max(k, 0))+1)
+		if m.kind == mRate {
+			hi /= secs
+		}
+		vals[i] = hi
+	}
 }
 
 // cheap reports whether the sum, rate, mean and spread measures leave
