@@ -215,7 +215,11 @@ func (rs *ruleState) reverseEvent(ev *Event) {
 	if !ok {
 		return
 	}
-	ks := rs.key(k, ev.Time)
+	// Only keys traffic the rule reads has made: the other way of every
+	// conversation would double the keys (and evict victims when they
+	// are full) for the few that become victims. A host's requests count
+	// from its first answer on.
+	ks := rs.keys[k]
 	if ks == nil {
 		return
 	}
@@ -275,7 +279,7 @@ func (rs *ruleState) met(ks *keyState, t int64) bool {
 		ok = rs.cheap(ks.limits, vals)
 	}
 	if !ok {
-		if r.burstSlots == 0 || !rs.burst(ks, t) {
+		if r.burstSlots == 0 || !rs.burst(ks, t, vals, ks.samples(r) >= float64(r.minSamples)) {
 			return false
 		}
 		judged = rs.bjudge
@@ -336,9 +340,10 @@ const burstZ = 3.0
 // burst computes the measures over the newest burstSlots slots: bvals
 // holds the rates over the sub-window (the other measures over the
 // window), bjudge the same with the thresholded rates at the low end of
-// their interval. It reports false when the sub-window holds fewer
-// samples than the burst's min_samples.
-func (rs *ruleState) burst(ks *keyState, t int64) bool {
+// their interval. wvals are the window's values when have is set (met
+// computed them), so they are not computed twice. It reports false when
+// the sub-window holds fewer samples than the burst's min_samples.
+func (rs *ruleState) burst(ks *keyState, t int64, wvals []float64, have bool) bool {
 	r := rs.r
 	lo := ks.head - int64(r.burstSlots) + 1
 	w := len(ks.win)
@@ -369,7 +374,11 @@ func (rs *ruleState) burst(ks *keyState, t int64) bool {
 	secs := float64(span) / 1e9
 	rs.bsecs = secs
 	bv := rs.bvals
-	ks.values(r, bv, rs.scratch, false)
+	if have {
+		copy(bv, wvals) // the window's, computed already
+	} else {
+		ks.values(r, bv, rs.scratch, false)
+	}
 	for i := range r.measures {
 		if m := &r.measures[i]; m.kind == mRate {
 			bv[i] = cols[m.col] / secs
