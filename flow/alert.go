@@ -6,7 +6,7 @@ package flow
 // Rates and totals are estimates from samples, weighed by their rates.
 type Alert struct {
 	ID         string // stable across start, updates and end of one alert
-	Rule       string // the rule's name: syn_flood, dns_amplification, ...
+	Rule       string // the rule's name: syn_flood, udp_reflection, ...
 	State      AlertState
 	Severity   Severity
 	Key        []KeyValue // the rule's group-by fields, in rule order
