@@ -3,7 +3,6 @@ package detect
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -282,157 +281,8 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		r.group = append(r.group, gf)
 	}
 
-	// Measures, in name order so `when` and metrics are stable.
-	names := make([]string, 0, len(rs.Measures))
-	for n := range rs.Measures {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	r.names = names
-	index := func(n string) int { return slices.Index(names, n) }
-	for _, n := range names {
-		ms := rs.Measures[n]
-		path := "measures." + n
-		m := measure{filter: nil}
-		if !identOK(n) {
-			bad(path, "%q is not a measure name: letters, digits and _", n)
-		}
-		set := 0
-		for _, vk := range []struct {
-			key, val string
-			kind     measureKind
-		}{{"sum", ms.Sum, mSum}, {"rate", ms.Rate, mRate}, {"mean", ms.Mean, mMean}, {"spread", ms.Spread, mSpread}} {
-			if vk.val == "" {
-				continue
-			}
-			set++
-			m.kind = vk.kind
-			v, ok := parseValueKind(vk.val)
-			if !ok {
-				bad(path+"."+vk.key, "%q is not one of packets, bytes, bits, samples, events", vk.val)
-			}
-			m.value = v
-		}
-		for _, d := range []struct {
-			key, field string
-			once       bool
-		}{{"distinct", ms.Distinct, false}, {"distinct_once", ms.DistinctOnce, true}} {
-			if d.field == "" {
-				continue
-			}
-			set++
-			m.kind = mDistinct
-			m.once = d.once
-			hf, ok := hashFields[d.field]
-			if !ok {
-				bad(path+"."+d.key, "%q: distinct counts src_addr, dst_addr, src_port, dst_port or proto", d.field)
-			}
-			m.field = hf
-			m.dslot = countDistinct(r.measures)
-			r.hasDistinct = true
-		}
-		if ms.Ratio != nil {
-			set++
-			m.kind = mRatio
-			if len(ms.Ratio) != 2 {
-				bad(path+".ratio", "needs two measure names: [a, b]")
-			} else {
-				m.a, m.b = index(ms.Ratio[0]), index(ms.Ratio[1])
-				for j, x := range []int{m.a, m.b} {
-					if x < 0 {
-						bad(fmt.Sprintf("%s.ratio[%d]", path, j), "no measure %q", ms.Ratio[j])
-					} else if rs.Measures[ms.Ratio[j]].Ratio != nil {
-						bad(fmt.Sprintf("%s.ratio[%d]", path, j), "a ratio cannot use another ratio")
-					}
-				}
-			}
-			if ms.Filter != "" {
-				bad(path+".filter", "a ratio has no filter of its own: filter its two measures")
-			}
-		}
-		if set != 1 {
-			bad(path, "needs exactly one of sum, rate, mean, spread, distinct, distinct_once, ratio")
-		}
-		if ms.Filter != "" && m.kind != mRatio {
-			m.filter = compileFilter(path+".filter", ms.Filter)
-		}
-		if ms.Reverse {
-			m.reverse = true
-			if m.kind != mSum && m.kind != mRate {
-				bad(path+".reverse", "only a sum or a rate counts reverse traffic")
-			}
-			r.hasReverse = true
-		}
-		m.col = r.ncols
-		r.ncols += m.cols()
-		r.measures = append(r.measures, m)
-	}
-	if r.hasReverse {
-		var fs []Filter
-		for _, m := range r.measures {
-			if m.reverse {
-				f := m.filter
-				if f == nil {
-					f = MatchAll
-				}
-				fs = append(fs, f)
-			}
-		}
-		r.revFilter = anyFilter(fs)
-		if !slices.ContainsFunc(r.group, func(g groupField) bool { return g.kind == gAddr }) {
-			bad("group_by", "a rule with reverse measures groups by an address")
-		}
-	}
-	for _, group := range []struct {
-		key string
-		th  map[string]float64
-		all bool
-	}{{"thresholds", rs.Thresholds, false}, {"all", rs.All, true}} {
-		for _, n := range sortedKeys(group.th) {
-			i := index(n)
-			if i < 0 {
-				bad(group.key+"."+n, "no measure %q in this rule", n)
-				continue
-			}
-			if _, dup := rs.Thresholds[n]; dup && group.all {
-				bad(group.key+"."+n, "%q is in thresholds too: a measure has one threshold", n)
-				continue
-			}
-			v := group.th[n]
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				bad(group.key+"."+n, "must be a finite number")
-			}
-			r.thresholds = append(r.thresholds, threshold{m: i, limit: v, all: group.all})
-			if !group.all {
-				r.hasAny = true
-			}
-		}
-	}
-	for _, th := range r.thresholds {
-		if k := r.measures[th.m].kind; k == mDistinct || k == mRatio {
-			r.distinctNeeded = r.hasDistinct
-			if !th.all {
-				r.anyLate = true
-			}
-		}
-	}
-	if b := rs.Burst; b != nil {
-		d := duration("burst.window", b.Window, 0)
-		switch {
-		case d == 0:
-			bad("burst.window", "a burst needs a window")
-		case d%r.slot != 0 || d/r.slot < 2:
-			bad("burst.window", "must be a multiple of the slot (%v), at least two slots", time.Duration(r.slot))
-		case d >= r.window:
-			bad("burst.window", "must be shorter than the window")
-		default:
-			r.burstSlots = int(d / r.slot)
-		}
-		r.burstMin = cmp.Or(b.MinSamples, r.minSamples)
-		if !slices.ContainsFunc(r.thresholds, func(th threshold) bool { return r.measures[th.m].kind == mRate }) {
-			bad("burst", "a burst judges rates: the rule has no threshold on a rate")
-		}
-	}
+	index := r.compileMeasures(rs, compileFilter, bad)
+	r.compileThresholds(rs, index, duration, bad)
 	switch rs.ServicePort {
 	case "":
 	case "src_port", "dst_port":
@@ -445,7 +295,7 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 	}
 	if rs.When != "" {
 		r.distinctNeeded = r.hasDistinct
-		c, err := CompileCondition(rs.When, names)
+		c, err := CompileCondition(rs.When, r.names)
 		if err != nil {
 			bad("when", "%v", err)
 		}
@@ -494,7 +344,7 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		if r.blDeviations <= 0 {
 			bad("baseline.deviations", "must be positive")
 		}
-		for _, n := range names {
+		for _, n := range r.names {
 			if k := rs.Measures[n]; k.Sum == "" && k.Rate == "" || k.Reverse {
 				bad("measures."+n, "a baseline rule's measures are sums or rates")
 			}

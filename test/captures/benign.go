@@ -20,6 +20,12 @@ func BenignCases() []DetectionCase {
 		{name: "video_call", end: 72 * sec, hint: 40_000, build: videoCall},
 		{name: "backup_upload", end: 72 * sec, hint: 400_000, build: backupUpload},
 	}
+	return benignCases(benign)
+}
+
+// benignCases makes cases of benign scenarios: the background plus the
+// scenario's traffic, none of it counted as an attack.
+func benignCases(benign []scenario) []DetectionCase {
 	out := make([]DetectionCase, len(benign))
 	for i, s := range benign {
 		s.bg = 1

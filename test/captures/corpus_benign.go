@@ -42,17 +42,22 @@ func CorpusBenign() []DetectionCase {
 		{name: "video_call_relay", end: 40 * sec, hint: 110_000, build: conferenceRelay},
 		{name: "mail_server", end: 130 * sec, hint: 200_000, build: mailServer},
 	}
-	out := make([]DetectionCase, len(benign))
-	for i, s := range benign {
-		s.bg = 1
-		build := s.build
-		s.build = func(g *gen) {
-			g.attack = false
-			build(g)
-		}
-		out[i] = s.detectionCase()
+	return benignCases(benign)
+}
+
+// externals returns n random external addresses of the family.
+func (g *gen) externals(n int, v6 bool) []netip.Addr {
+	out := make([]netip.Addr, n)
+	for i := range out {
+		out[i] = g.external(v6, false)
 	}
 	return out
+}
+
+// popular returns an index below n, the first ones far more often than
+// the last (log-uniform: Zipf-like, as queries to servers are).
+func (g *gen) popular(n int) int {
+	return min(n-1, int(math.Exp(g.rng.Float64()*math.Log(float64(n)))))
 }
 
 // bulk adds a bulk transfer on c: rate segments/s of 1448 bytes for dur
@@ -151,13 +156,9 @@ func sshBackup(g *gen) {
 // DNSSEC answers of 1500-3500 bytes in fragments.
 func busyResolver(g *gen) {
 	res := netip.MustParseAddr("10.1.0.153")
-	auth := make([]netip.Addr, 900)
-	for i := range auth {
-		auth[i] = g.external(false, false)
-	}
+	auth := g.externals(900, false)
 	g.poisson(2*sec, 37*sec, 2500, func(t int64) {
-		// Zipf-like: the first servers take most of the queries.
-		a := auth[int(math.Min(float64(len(auth)-1), math.Exp(g.rng.Float64()*math.Log(float64(len(auth))))))]
+		a := auth[g.popular(len(auth))]
 		port := g.ephemeral()
 		g.udp(t, res, a, port, 53, 40+g.rng.IntN(40))
 		at := t + 10_000 + g.rng.Int64N(70_000)
@@ -176,13 +177,8 @@ func busyResolver(g *gen) {
 // public resolvers and 20 NTP requests/s to 12 servers.
 func natGateway(g *gen) {
 	nat := netip.MustParseAddr("198.51.100.200")
-	srvs := make([]netip.Addr, 4000)
-	for i := range srvs {
-		srvs[i] = g.external(false, false)
-	}
-	pick := func() netip.Addr {
-		return srvs[int(math.Min(float64(len(srvs)-1), math.Exp(g.rng.Float64()*math.Log(float64(len(srvs))))))]
-	}
+	srvs := g.externals(4000, false)
+	pick := func() netip.Addr { return srvs[g.popular(len(srvs))] }
 	resolvers, ntp := srvs[4000-4:], srvs[4000-16:4000-4]
 	g.poisson(2*sec, 37*sec, 900, func(t int64) {
 		c := g.conn(nat, uint16(1024+g.rng.IntN(64512)), pick(), 443)
@@ -226,10 +222,7 @@ func natGateway(g *gen) {
 // s to 27 s from 20k clients, each a request and 1-40 segments back.
 func cdnEdge(g *gen) {
 	edge := netip.MustParseAddr("2001:db8:1::144")
-	clients := make([]netip.Addr, 20_000)
-	for i := range clients {
-		clients[i] = g.external(true, false)
-	}
+	clients := g.externals(20_000, true)
 	g.poisson(2*sec, 27*sec, 3000, func(t int64) {
 		c := g.conn(clients[g.rng.IntN(len(clients))], uint16(1024+g.rng.IntN(64512)), edge, 443)
 		rtt := 5_000 + g.rng.Int64N(150_000)
@@ -278,10 +271,7 @@ func conferenceRelay(g *gen) {
 // about 20 kB).
 func mailServer(g *gen) {
 	srv := netip.MustParseAddr("10.1.0.25")
-	mtas := make([]netip.Addr, 150)
-	for i := range mtas {
-		mtas[i] = g.external(false, false)
-	}
+	mtas := g.externals(150, false)
 	deliver := func(t int64, mta netip.Addr) {
 		c := g.conn(mta, uint16(1024+g.rng.IntN(64512)), srv, 25)
 		rtt := 10_000 + g.rng.Int64N(100_000)
