@@ -5,80 +5,33 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-sensor/vigil/detect"
-	"github.com/vigil-sensor/vigil/flow"
 )
 
-// advanceEvery is how often the live engine's clock moves with the wall
-// clock, so alerts update and end while no sample arrives.
-const advanceEvery = 100 * time.Millisecond
-
-// detector runs the detection engine for the daemon: it writes alerts to
-// the outputs, keeps the lists' files watched and swaps rule sets on
-// reload.
+// detector is the daemon's side of detection: it keeps the lists'
+// files watched, swaps rule sets on reload and serves the rules; the
+// pipeline runs the engine.
 type detector struct {
 	eng     *detect.Engine
-	out     *outputs
 	log     *slog.Logger
-	dropped atomic.Uint64 // samples not evaluated: the engine was behind
+	dropped func() uint64 // samples not evaluated: the engine was behind
 
 	mu        sync.Mutex
 	stopWatch context.CancelFunc
 	poll      time.Duration
-	alerts    atomic.Uint64
 }
 
-// newDetector loads the configured rules; nil when detection is off.
-func newDetector(cfg *Config, configPath string, out *outputs, log *slog.Logger) (*detector, error) {
-	if !cfg.Detect.Enabled {
-		return nil, nil
+// newDetector serves the pipeline's engine; nil when detection is off.
+func newDetector(p *pipeline, cfg *DetectConfig, log *slog.Logger) *detector {
+	if p.eng == nil {
+		return nil
 	}
-	set, err := LoadRules(cfg, configPath)
-	if err != nil {
-		return nil, err
-	}
-	dt := &detector{out: out, log: log, poll: cfg.Detect.ListPollInterval.D}
-	dt.eng = detect.NewEngine(set, cfg.Detect.engineConfig(), dt.emit)
-	log.Info("detection rules loaded", "rules", len(set.Names()), "lists", set.Lists().Names())
-	return dt, nil
-}
-
-// emit writes alerts to the outputs at once: an alert should not wait
-// for the next flush of flows.
-func (dt *detector) emit(alerts []flow.Alert) {
-	dt.alerts.Add(uint64(len(alerts)))
-	if err := dt.out.WriteAlerts(alerts); err != nil {
-		dt.log.Error("writing alerts", "error", err)
-	}
-	if err := dt.out.Flush(); err != nil {
-		dt.log.Warn("flushing alerts", "error", err)
-	}
-	for i := range alerts {
-		a := &alerts[i]
-		if a.State == flow.AlertUpdate {
-			continue
-		}
-		dt.log.Info("alert", "rule", a.Rule, "state", a.State.String(), "severity", a.Severity.String(),
-			"key", keyString(a.Key), "summary", a.Summary)
-	}
-}
-
-func keyString(kvs []flow.KeyValue) string {
-	var b strings.Builder
-	for i, kv := range kvs {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(kv.Name + "=" + kv.Value)
-	}
-	return b.String()
+	return &detector{eng: p.eng, log: log, dropped: p.Dropped, poll: cfg.ListPollInterval.D}
 }
 
 // watch reloads the running lists' files when they change, until ctx
@@ -93,20 +46,6 @@ func (dt *detector) watch(ctx context.Context) {
 	dt.stopWatch = cancel
 	lists := dt.eng.RuleSet().Lists()
 	go lists.Watch(wctx, dt.poll, dt.log, nil)
-}
-
-// advance moves the engine's clock with the wall clock until ctx ends.
-func (dt *detector) advance(ctx context.Context) {
-	t := time.NewTicker(advanceEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			dt.eng.Advance(now.UnixNano())
-		}
-	}
 }
 
 // replace installs a new rule set and limits (reload) and watches the
@@ -126,7 +65,7 @@ func (dt *detector) collectors() []prometheus.Collector {
 	return []prometheus.Collector{detect.NewCollector(dt.eng), prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "vigil_detect_dropped_samples_total",
 		Help: "Samples the detection engine did not evaluate because it was behind the capture.",
-	}, func() float64 { return float64(dt.dropped.Load()) })}
+	}, func() float64 { return float64(dt.dropped()) })}
 }
 
 // rulesHandler serves GET /api/v1/rules: the running rules with their

@@ -17,7 +17,7 @@ func (d *daemon) reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	d.log.Info("reloading configuration", "file", d.opts.ConfigPath)
-	if err := d.out.Reopen(); err != nil {
+	if err := d.p.out.Reopen(); err != nil {
 		d.log.Error("reopening flows output", "error", err)
 	}
 	d.mu.Lock()
@@ -90,7 +90,7 @@ func (d *daemon) apply(cur, next Config) (Config, []string) {
 	}
 	if !slices.Equal(next.Capture.Interfaces, cur.Capture.Interfaces) {
 		if len(next.Capture.Interfaces) > 0 {
-			d.mgr.SetInterfaces(next.Capture.Interfaces)
+			d.c.mgr.SetInterfaces(next.Capture.Interfaces)
 			running.Capture.Interfaces = next.Capture.Interfaces
 			applied = append(applied, "capture.interfaces")
 		} else {
@@ -98,7 +98,7 @@ func (d *daemon) apply(cur, next Config) (Config, []string) {
 		}
 	}
 	if next.Flows.IdleTimeout != cur.Flows.IdleTimeout || next.Flows.ActiveTimeout != cur.Flows.ActiveTimeout {
-		d.table.SetTimeouts(next.Flows.IdleTimeout.D, next.Flows.ActiveTimeout.D)
+		d.p.table.SetTimeouts(next.Flows.IdleTimeout.D, next.Flows.ActiveTimeout.D)
 		running.Flows.IdleTimeout, running.Flows.ActiveTimeout = next.Flows.IdleTimeout, next.Flows.ActiveTimeout
 		applied = append(applied, "flows.idle_timeout", "flows.active_timeout")
 	}
@@ -184,6 +184,6 @@ func (c *daemonCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(reloads))
 	ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(failures))
 	ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, last)
-	ch <- prometheus.MustNewConstMetric(c.written, prometheus.CounterValue, float64(d.out.written()))
-	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(d.out.dropped()))
+	ch <- prometheus.MustNewConstMetric(c.written, prometheus.CounterValue, float64(d.p.out.written()))
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(d.p.out.dropped()))
 }

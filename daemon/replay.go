@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/vigil-sensor/vigil/detect"
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/sampler"
 )
@@ -47,6 +46,10 @@ type ReplayStats struct {
 	Flows   uint64 // records written
 	Alerts  uint64 // alert reports written (start, update, end)
 
+	// The self-check: the packets the samples stand for, and the
+	// relative half-width of that estimate's 95% interval.
+	Estimated, EstimateBound float64
+
 	// What adaptive sampling did (with a fixed rate: no changes, and
 	// that rate throughout).
 	RateChanges      uint64 // changes the controller made
@@ -54,27 +57,103 @@ type ReplayStats struct {
 	MinRate, MaxRate uint32 // the lowest and highest rate in force
 }
 
-// Replay runs capture files through the same pipeline as `vigil run`:
-// the Go twin of the BPF parser and sampler, the flow table, and the
-// JSON lines output. The table's clock is capture time, so timeouts
-// slice flows as they would have live.
+// Replay runs capture files through the pipeline of `vigil run`, fed by
+// the Go twin of the BPF parser and sampler instead of the ring buffer,
+// and clocked by capture time, so timeouts slice flows and windows judge
+// traffic as they would have live.
 func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 	cfg := opts.Config
-	if fes := cfg.Validate(); len(fes) > 0 {
-		return ReplayStats{}, fmt.Errorf("invalid configuration: %w", fes[0])
+	if err := opts.check(&cfg); err != nil {
+		return ReplayStats{}, err
 	}
-	if opts.SampleRate == 0 {
-		return ReplayStats{}, fmt.Errorf("sample rate: must be at least 1")
+	src, rates, err := replaySource(&cfg, &opts)
+	if err != nil {
+		return ReplayStats{}, err
 	}
-	if opts.SampleBudget < 0 {
-		return ReplayStats{}, fmt.Errorf("sample budget %d: must be positive, or 0 for a fixed rate", opts.SampleBudget)
+	var est flow.Estimate // the self-check: what the samples say against what the files hold
+	p, err := newPipeline(&cfg, opts.ConfigPath, opts.Output, (&ifNames{fixed: cmp.Or(opts.Interface, "replay")}).name, pipelineOptions{
+		Observe: func(b []flow.Sample) { observe(&est, b) }, Log: opts.Log, onSamples: opts.onSamples, onRecords: opts.onRecords,
+	})
+	if err != nil {
+		return ReplayStats{}, err
 	}
-	pcfg := sampler.PcapConfig{
-		SampleRate: opts.SampleRate,
-		Seed:       opts.Seed,
-		Decap:      cfg.decap(),
+	sendCtx, stopSending := context.WithCancel(ctx)
+	sent := make(chan error, 1)
+	go func() { sent <- p.Run(sendCtx) }()
+	latest := int64(0)
+	for _, path := range opts.Files {
+		err = src.ReadFileFunc(ctx, path, func(batch []flow.Sample) error {
+			latest = feed(p, batch, latest)
+			if p.Err() != nil {
+				return errOutputFailed // p.Err() says why
+			}
+			return nil
+		})
+		if err != nil {
+			break
+		}
 	}
-	rates := replayRates{Rate: opts.SampleRate, MinRate: opts.SampleRate, MaxRate: opts.SampleRate}
+	if errors.Is(err, errOutputFailed) {
+		err = nil
+	}
+	stopSending()
+	err = errors.Join(err, <-sent, p.Close(latest), p.Err())
+	st, ifs := src.Stats()
+	rs := ReplayStats{
+		Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: p.out.written(), Alerts: p.Alerts(),
+		Estimated: est.Value, EstimateBound: est.RelativeError(),
+		RateChanges: rates.Changes, Rate: rates.Rate, MinRate: rates.MinRate, MaxRate: rates.MaxRate,
+	}
+	return rs, err
+}
+
+var errOutputFailed = errors.New("an output failed")
+
+func (o *ReplayOptions) check(cfg *Config) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	if o.SampleRate == 0 {
+		return errors.New("sample rate: must be at least 1")
+	}
+	if o.SampleBudget < 0 {
+		return fmt.Errorf("sample budget %d: must be positive, or 0 for a fixed rate", o.SampleBudget)
+	}
+	return nil
+}
+
+// feed hands a batch to the pipeline in slices of at most replayTick of
+// capture time, moving its clock between them as it would move live,
+// however much time the batch spans. It returns the latest timestamp.
+func feed(p *pipeline, batch []flow.Sample, latest int64) int64 {
+	for len(batch) > 0 {
+		n := 1
+		for n < len(batch) && batch[n].Timestamp/replayTick == batch[0].Timestamp/replayTick {
+			n++
+		}
+		for i := range batch[:n] {
+			latest = max(latest, batch[i].Timestamp)
+		}
+		p.Submit(batch[:n])
+		p.Sync() // the source reuses the batch, and the clock moves only past what was seen
+		p.Tick(latest)
+		batch = batch[n:]
+	}
+	return latest
+}
+
+func observe(e *flow.Estimate, batch []flow.Sample) {
+	for i := range batch {
+		e.Observe(batch[i].SamplingRate, float64(max(batch[i].Segments, 1)))
+	}
+}
+
+// replaySource is the pcap source at a fixed rate or, with a sample
+// budget, with the controller of `vigil run` stepped on capture time on
+// the frames of all interfaces together (the source has one rate).
+func replaySource(cfg *Config, opts *ReplayOptions) (*sampler.PcapSource, *replayRates, error) {
+	pcfg := sampler.PcapConfig{SampleRate: opts.SampleRate, Seed: opts.Seed, Decap: cfg.decap()}
+	rates := &replayRates{Rate: opts.SampleRate, MinRate: opts.SampleRate, MaxRate: opts.SampleRate}
 	var src *sampler.PcapSource
 	if opts.SampleBudget > 0 {
 		a := &cfg.Capture.Adaptive
@@ -82,11 +161,8 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 			Limits: sampler.Limits{Budget: float64(opts.SampleBudget), MinRate: a.MinRate, MaxRate: a.MaxRate},
 		}, opts.SampleRate)
 		if err != nil {
-			return ReplayStats{}, fmt.Errorf("adaptive sampling: %w", err)
+			return nil, nil, fmt.Errorf("adaptive sampling: %w", err)
 		}
-		// The controller is stepped on capture time, as `vigil run` steps
-		// it on the wall clock, on the frames of all interfaces together:
-		// the source has one rate.
 		pcfg.Tick = samplingTick
 		pcfg.OnTick = func(now int64, st sampler.InterfaceStats) {
 			c := sampler.Counters{Time: time.Unix(0, now), Interfaces: []sampler.InterfaceFrames{{Frames: st.Frames}}}
@@ -97,112 +173,7 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 		}
 	}
 	src, err := sampler.NewPcapSource(pcfg)
-	if err != nil {
-		return ReplayStats{}, err
-	}
-	clock := flow.NewManualClock(time.Unix(0, 0))
-	table, err := flow.NewTable(cfg.flowConfig(), clock)
-	if err != nil {
-		return ReplayStats{}, err
-	}
-	name := opts.Interface
-	if name == "" {
-		name = "replay"
-	}
-	out, err := openOutputs(&cfg, opts.Output, (&ifNames{fixed: name}).name, true, opts.Log)
-	if err != nil {
-		return ReplayStats{}, err
-	}
-	var eng *detect.Engine
-	var alerts uint64
-	var werrAlerts error
-	if cfg.Detect.Enabled {
-		set, err := LoadRules(&cfg, opts.ConfigPath)
-		if err != nil {
-			out.Close(ctx)
-			return ReplayStats{}, err
-		}
-		eng = detect.NewEngine(set, cfg.Detect.engineConfig(), func(as []flow.Alert) {
-			alerts += uint64(len(as))
-			if err := out.WriteAlerts(as); err != nil && werrAlerts == nil {
-				werrAlerts = err
-			}
-		})
-	}
-	sendCtx, stopSending := context.WithCancel(ctx)
-	sent := make(chan error, 1)
-	go func() { sent <- out.Run(sendCtx) }()
-	closeOut := func() error {
-		stopSending()
-		return errors.Join(<-sent, out.Close(ctx))
-	}
-	var werr error
-	write := func(recs []flow.Record) {
-		if opts.onRecords != nil {
-			opts.onRecords(recs)
-		}
-		if err := out.WriteFlows(recs); err != nil && werr == nil {
-			werr = err
-		}
-		if eng != nil {
-			eng.Records(recs)
-		}
-	}
-	feeder := table.NewFeeder()
-	latest := int64(0)
-	for _, path := range opts.Files {
-		err := src.ReadFileFunc(ctx, path, func(batch []flow.Sample) error {
-			// The table and the engine see at most replayTick of
-			// capture time at once, and their clocks move between, as
-			// they would live, however much time a batch spans.
-			for len(batch) > 0 {
-				n := 1
-				for n < len(batch) && batch[n].Timestamp/replayTick == batch[0].Timestamp/replayTick {
-					n++
-				}
-				for i := range batch[:n] {
-					latest = max(latest, batch[i].Timestamp)
-				}
-				if opts.onSamples != nil {
-					opts.onSamples(batch[:n])
-				}
-				feeder.Add(batch[:n])
-				if eng != nil {
-					eng.Samples(batch[:n])
-				}
-				clock.SetNano(latest)
-				table.Expire(write)
-				if eng != nil {
-					eng.Advance(latest)
-				}
-				batch = batch[n:]
-			}
-			return cmp.Or(werr, werrAlerts)
-		})
-		if err != nil {
-			closeOut()
-			return ReplayStats{}, err
-		}
-	}
-	table.Flush(write)
-	if eng != nil {
-		eng.Close(latest)
-	}
-	if werr == nil {
-		werr = werrAlerts
-	}
-	if err := closeOut(); err != nil && werr == nil {
-		werr = err
-	}
-	st, ifs := src.Stats()
-	rs := ReplayStats{
-		Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: out.written(), Alerts: alerts,
-		RateChanges: rates.Changes, Rate: rates.Rate, MinRate: rates.MinRate, MaxRate: rates.MaxRate,
-	}
-	if werr != nil {
-		return rs, fmt.Errorf("writing flows: %w", werr)
-	}
-	return rs, nil
+	return src, rates, err
 }
 
 // replayRates follows the rate of an adaptive replay.

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
@@ -35,260 +35,61 @@ type RunOptions struct {
 	Reload     <-chan struct{} // SIGHUP
 }
 
-// expireEvery is how often the live table is checked for due flows.
-const expireEvery = time.Second
+// Live cadence: the pipeline ticks with the wall clock every tickEvery
+// (alerts update and end while no sample arrives) and expires flows
+// every expireEvery.
+const (
+	tickEvery   = 100 * time.Millisecond
+	expireEvery = time.Second
+)
 
 // Run captures on the configured interfaces and writes flows until ctx
 // ends. Then it stops intake, ends every active flow with reason
 // shutdown, flushes the output, detaches, and returns nil.
 func Run(ctx context.Context, opts RunOptions) error {
 	cfg, log := opts.Config, opts.Log
-	if fes := cfg.Validate(); len(fes) > 0 {
-		errs := make([]error, len(fes))
-		for i, fe := range fes {
-			errs[i] = fe
-		}
-		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	if err := cfg.check(); err != nil {
+		return err
 	}
-	names := cfg.Capture.Interfaces
-	if len(names) == 0 {
-		var err error
-		if names, err = sampler.DefaultRouteInterfaces(); err != nil {
-			return err
-		}
-		if len(names) == 0 {
-			return errors.New("no interface carries a default route; name one with --interface")
-		}
-		log.Info("capturing on the interfaces carrying default routes", "interfaces", names)
+	c, err := openCapture(&cfg, log)
+	if err != nil {
+		return err
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("removing memlock rlimit: %w", err)
-	}
-	progs, err := sampler.LoadPrograms(sampler.LoadOptions{
-		SampleRate:     cfg.Capture.SampleRate,
-		Decap:          cfg.decap(),
-		HeadBytes:      cfg.Capture.HeadBytes,
-		RingBufferSize: cfg.Capture.RingBufferMiB << 20,
+	defer c.progs.Close()
+	ifn := &ifNames{}
+	check := sampler.NewSelfCheck(checkWindow)
+	p, err := newPipeline(&cfg, opts.ConfigPath, cfg.Flows.Output, ifn.name, pipelineOptions{
+		Lossy: true, ExpireEvery: expireEvery, Release: c.reader.Release, Observe: check.Observe, Log: log,
 	})
 	if err != nil {
 		return err
 	}
-	defer progs.Close()
-	reader, err := progs.NewReader(sampler.ReaderConfig{})
+	lost := func() uint64 { return c.reader.Stats().Dropped + p.Dropped() }
+	smp, err := newSampling(cfg.Capture, c.progs, c.mgr, lost, check, ifn.name, log)
 	if err != nil {
-		return err
-	}
-	mode, _ := sampler.ParseMode(cfg.Capture.AttachMode)
-	mgr := sampler.NewManager(progs, names, mode, cfg.Capture.Egress, log)
-	table, err := flow.NewTable(cfg.flowConfig(), flow.SystemClock{})
-	if err != nil {
-		return err
-	}
-	ifn := &ifNames{}
-	out, err := openOutputs(&cfg, cfg.Flows.Output, ifn.name, true, log)
-	if err != nil {
-		return err
-	}
-	samples, err := openSamplesOut(cfg.Capture.SamplesOut)
-	if err != nil {
-		out.Close(context.Background())
-		return err
-	}
-	defer samples.Close()
-	dt, err := newDetector(&cfg, opts.ConfigPath, out, log)
-	if err != nil {
-		out.Close(context.Background())
-		return err
-	}
-
-	lost := func() uint64 {
-		n := reader.Stats().Dropped
-		if dt != nil {
-			n += dt.dropped.Load()
-		}
-		return n
-	}
-	smp, err := newSampling(cfg.Capture, progs, mgr, lost, ifn.name, log)
-	if err != nil {
-		out.Close(context.Background())
+		p.Close(time.Now().UnixNano())
 		return fmt.Errorf("configuring sampling: %w", err)
 	}
-
-	d := &daemon{cfg: cfg, opts: opts, log: log, progs: progs, mgr: mgr, table: table, out: out, dt: dt, smp: smp}
-	reg := prometheus.NewRegistry()
-	if dt != nil {
-		reg.MustRegister(dt.collectors()...)
-	}
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewBuildInfoCollector(),
-		sampler.NewCollector(progs, mgr, reader, log),
-		flow.NewCollector(table),
-		newDaemonCollector(d),
-		newSamplingCollector(smp),
-		export.NewCollector(out.sinkList),
-	)
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	d := &daemon{cfg: cfg, opts: opts, log: log, c: c, p: p, smp: smp, dt: newDetector(p, &cfg.Detect, log)}
+	srv, err := d.listen()
 	if err != nil {
-		out.Close(context.Background())
-		return fmt.Errorf("listening for metrics on %s: %w", cfg.HTTP.Listen, err)
+		p.Close(time.Now().UnixNano())
+		return err
 	}
-	srv := &http.Server{Handler: d.httpHandler(reg), ReadHeaderTimeout: 5 * time.Second}
-	log.Info("serving metrics", "addr", ln.Addr().String(), "version", Version)
-
-	// The manager runs apart from the group: it detaches only after the
-	// last flows are written.
+	// The manager and the HTTP server outlive the group: the sensor
+	// detaches, and /metrics goes down, only after the last flows and
+	// alerts are written.
 	mgrCtx, stopMgr := context.WithCancel(context.Background())
-	defer stopMgr()
 	mgrErr := make(chan error, 1)
-	go func() { mgrErr <- mgr.Run(mgrCtx) }()
+	go func() { mgrErr <- c.mgr.Run(mgrCtx) }()
+	err = d.run(ctx, mgrErr, srv.done)
 
-	g, gctx := errgroup.WithContext(ctx)
-	d.ctx = gctx
-	batches := make(chan []flow.Sample, 64)
-	g.Go(func() error {
-		defer close(batches)
-		return reader.Run(gctx, batches)
-	})
-	// Every worker sees every batch, in order, and accounts its own part
-	// of the table: two cores feed it and each flow's samples stay in
-	// order. The detection engine sees every batch too, unless it is
-	// behind: then it misses the batch and counts it, rather than slow
-	// the capture. The last one done with a batch gives it back.
-	type shared struct {
-		batch []flow.Sample
-		left  atomic.Int32
-	}
-	parts := make([]chan *shared, cfg.Flows.Workers)
-	for i := range parts {
-		parts[i] = make(chan *shared, 16)
-	}
-	var detectIn chan *shared
-	consumers := int32(len(parts))
-	if dt != nil {
-		detectIn = make(chan *shared, 64)
-		consumers++
-	}
-	var workers sync.WaitGroup
-	workers.Add(1 + len(parts))
-	g.Go(func() error {
-		defer workers.Done()
-		defer func() {
-			for _, p := range parts {
-				close(p)
-			}
-			if detectIn != nil {
-				close(detectIn)
-			}
-		}()
-		for b := range batches {
-			smp.check.Observe(b)
-			if err := samples.write(b); err != nil {
-				log.Warn("writing samples", "error", err)
-			}
-			sb := &shared{batch: b}
-			sb.left.Store(consumers)
-			for _, p := range parts {
-				p <- sb
-			}
-			if detectIn != nil {
-				select {
-				case detectIn <- sb:
-				default:
-					dt.dropped.Add(uint64(len(b)))
-					if sb.left.Add(-1) == 0 {
-						reader.Release(b)
-					}
-				}
-			}
-		}
-		return nil
-	})
-	if dt != nil {
-		workers.Add(1)
-		g.Go(func() error {
-			defer workers.Done()
-			for sb := range detectIn {
-				dt.eng.Samples(sb.batch)
-				if sb.left.Add(-1) == 0 {
-					reader.Release(sb.batch)
-				}
-			}
-			return nil
-		})
-		dt.watch(gctx)
-		g.Go(func() error { dt.advance(gctx); return nil })
-	}
-	for i, in := range parts {
-		g.Go(func() error {
-			defer workers.Done()
-			f := table.NewPartFeeder(i, len(parts))
-			for sb := range in {
-				f.Add(sb.batch)
-				if sb.left.Add(-1) == 0 {
-					reader.Release(sb.batch)
-				}
-			}
-			return nil
-		})
-	}
-	g.Go(func() error { d.expireLoop(gctx); return nil })
-	g.Go(func() error { smp.run(gctx); return nil })
-	g.Go(func() error { return out.Run(gctx) })
-	g.Go(func() error {
-		select {
-		case err := <-mgrErr:
-			mgrErr <- err
-			if err == nil {
-				err = errors.New("interface manager stopped")
-			}
-			return err
-		case <-gctx.Done():
-			return nil
-		}
-	})
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serving metrics: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		workers.Wait() // keep /metrics up until intake has drained
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-	if opts.Reload != nil {
-		g.Go(func() error {
-			for {
-				select {
-				case <-gctx.Done():
-					return nil
-				case <-opts.Reload:
-					d.reload()
-				}
-			}
-		})
-	}
-	if every := cfg.Log.StatsInterval.D; every > 0 {
-		g.Go(func() error { d.logStats(gctx, reader, every); return nil })
-	}
-	err = g.Wait()
-
-	// Intake has stopped and the workers have drained: end every flow,
-	// then every running alert.
-	table.Flush(d.write)
-	if dt != nil {
-		dt.eng.Close(time.Now().UnixNano())
-	}
-	st := table.Stats()
-	if cerr := out.Close(context.Background()); cerr != nil {
+	// Intake has stopped: end every flow, then every running alert.
+	if cerr := p.Close(time.Now().UnixNano()); cerr != nil {
 		log.Error("closing outputs", "error", cerr)
 	}
-	log.Info("flows flushed", "records", out.written(), "dropped", out.dropped(), "flows_created", st.Created)
+	log.Info("flows flushed", "records", p.out.written(), "dropped", p.out.dropped(), "flows_created", p.table.Stats().Created)
+	err = errors.Join(err, srv.stop())
 	stopMgr()
 	if merr := <-mgrErr; err == nil {
 		err = merr
@@ -297,17 +98,141 @@ func Run(ctx context.Context, opts RunOptions) error {
 	return err
 }
 
+// check validates a configuration given by a caller rather than a file.
+func (c *Config) check() error {
+	if fes := c.Validate(); len(fes) > 0 {
+		errs := make([]error, len(fes))
+		for i, fe := range fes {
+			errs[i] = fe
+		}
+		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// capture is the kernel side: the programs, the ring buffer's reader
+// and the attachments.
+type capture struct {
+	progs  *sampler.Programs
+	reader *sampler.Reader
+	mgr    *sampler.Manager
+}
+
+func openCapture(cfg *Config, log *slog.Logger) (*capture, error) {
+	names := cfg.Capture.Interfaces
+	if len(names) == 0 {
+		var err error
+		if names, err = sampler.DefaultRouteInterfaces(); err != nil {
+			return nil, err
+		}
+		if len(names) == 0 {
+			return nil, errors.New("no interface carries a default route; name one with --interface")
+		}
+		log.Info("capturing on the interfaces carrying default routes", "interfaces", names)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("removing memlock rlimit: %w", err)
+	}
+	progs, err := sampler.LoadPrograms(sampler.LoadOptions{
+		SampleRate:     cfg.Capture.SampleRate,
+		Decap:          cfg.decap(),
+		HeadBytes:      cfg.Capture.HeadBytes,
+		RingBufferSize: cfg.Capture.RingBufferMiB << 20,
+	})
+	if err != nil {
+		return nil, err
+	}
+	reader, err := progs.NewReader(sampler.ReaderConfig{})
+	if err != nil {
+		progs.Close()
+		return nil, err
+	}
+	mode, _ := sampler.ParseMode(cfg.Capture.AttachMode)
+	return &capture{progs: progs, reader: reader, mgr: sampler.NewManager(progs, names, mode, cfg.Capture.Egress, log)}, nil
+}
+
+// run drives the pipeline from the ring buffer and the wall clock, with
+// the sampling loop, the sinks, reloads and the stats log, until ctx
+// ends or a part fails.
+func (d *daemon) run(ctx context.Context, mgrErr, srvErr chan error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	d.ctx = gctx
+	batches := make(chan []flow.Sample, 64)
+	g.Go(func() error {
+		defer close(batches)
+		return d.c.reader.Run(gctx, batches)
+	})
+	g.Go(func() error {
+		for b := range batches {
+			d.p.Submit(b)
+		}
+		return nil
+	})
+	g.Go(func() error { every(gctx, tickEvery, func(now time.Time) { d.p.Tick(now.UnixNano()) }); return nil })
+	g.Go(func() error { d.smp.run(gctx); return nil })
+	g.Go(func() error { return d.p.Run(gctx) })
+	if d.dt != nil {
+		d.dt.watch(gctx)
+	}
+	g.Go(func() error {
+		return failed(gctx, mgrErr, func(err error) error { return cmp.Or(err, errors.New("interface manager stopped")) })
+	})
+	g.Go(func() error {
+		return failed(gctx, srvErr, func(err error) error { return fmt.Errorf("serving metrics: %w", err) })
+	})
+	if d.opts.Reload != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-d.opts.Reload:
+					d.reload()
+				}
+			}
+		})
+	}
+	if t := d.cfg.Log.StatsInterval.D; t > 0 {
+		g.Go(func() error { every(gctx, t, func(time.Time) { d.logStats() }); return nil })
+	}
+	return g.Wait()
+}
+
+// failed waits for a part that runs apart from the group to stop before
+// ctx ends; its error goes back for whoever stops it last.
+func failed(ctx context.Context, ch chan error, wrap func(error) error) error {
+	select {
+	case err := <-ch:
+		ch <- err
+		return wrap(err)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// every calls fn every period until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func(now time.Time)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			fn(now)
+		}
+	}
+}
+
 // daemon is the running state that reload and the collectors share.
 type daemon struct {
-	opts  RunOptions
-	log   *slog.Logger
-	progs *sampler.Programs
-	mgr   *sampler.Manager
-	table *flow.Table
-	out   *outputs
-	dt    *detector // nil when detection is off
-	smp   *sampling
-	ctx   context.Context // the daemon's, for what a reload starts
+	opts RunOptions
+	log  *slog.Logger
+	c    *capture
+	p    *pipeline
+	dt   *detector // nil when detection is off
+	smp  *sampling
+	ctx  context.Context // the daemon's, for what a reload starts
 
 	reloadMu       sync.Mutex // one reload at a time (SIGHUP, HTTP)
 	mu             sync.Mutex // guards cfg and the reload counters
@@ -316,46 +241,53 @@ type daemon struct {
 	reloadFailures uint64
 	lastReloadOK   bool
 	lastReloadAt   time.Time
-	writeErrLogged time.Time
 }
 
-// write sends expired records to the output and the detection engine.
-func (d *daemon) write(recs []flow.Record) {
+// server is the HTTP endpoint: metrics, health, rules and reload.
+type server struct {
+	srv  *http.Server
+	done chan error
+}
+
+// listen serves the metrics of every part and the API on http.listen.
+func (d *daemon) listen() (*server, error) {
+	reg := prometheus.NewRegistry()
 	if d.dt != nil {
-		d.dt.eng.Records(recs)
+		reg.MustRegister(d.dt.collectors()...)
 	}
-	if err := d.out.WriteFlows(recs); err != nil {
-		d.mu.Lock()
-		now := time.Now()
-		logIt := now.Sub(d.writeErrLogged) > 10*time.Second
-		if logIt {
-			d.writeErrLogged = now
-		}
-		d.mu.Unlock()
-		if logIt {
-			d.log.Error("writing flows; records are dropped and counted", "error", err)
-		}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+		sampler.NewCollector(d.c.progs, d.c.mgr, d.c.reader, d.log),
+		flow.NewCollector(d.p.table),
+		newDaemonCollector(d),
+		newSamplingCollector(d.smp),
+		export.NewCollector(d.p.out.sinkList),
+	)
+	ln, err := net.Listen("tcp", d.cfg.HTTP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listening for metrics on %s: %w", d.cfg.HTTP.Listen, err)
 	}
+	d.log.Info("serving metrics", "addr", ln.Addr().String(), "version", Version)
+	s := &server{srv: &http.Server{Handler: d.httpHandler(reg), ReadHeaderTimeout: 5 * time.Second}, done: make(chan error, 1)}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	return s, nil
 }
 
-func (d *daemon) expireLoop(ctx context.Context) {
-	t := time.NewTicker(expireEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		d.table.Expire(d.write)
-		if err := d.out.Flush(); err != nil {
-			d.log.Warn("flushing flows", "error", err)
-		}
+// stop shuts the server down; nil unless it had failed.
+func (s *server) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	serr := s.srv.Shutdown(ctx)
+	if err := <-s.done; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving metrics: %w", err)
 	}
+	return serr
 }
 
 func (d *daemon) httpHandler(reg *prometheus.Registry) http.Handler {
-	mgr := d.mgr
+	mgr := d.c.mgr
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
 		if err := d.reload(); err != nil {
@@ -381,24 +313,15 @@ func (d *daemon) httpHandler(reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
-func (d *daemon) logStats(ctx context.Context, reader *sampler.Reader, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		st, err := d.progs.Stats()
-		if err != nil {
-			d.log.Warn("reading counters", "error", err)
-			continue
-		}
-		rs := reader.Stats()
-		ft := d.table.Stats()
-		d.log.Info("capture", "packets", st.Packets(), "samples", st.Samples,
-			"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rates", d.smp.rates(),
-			"flows_active", ft.Active, "flows_written", d.out.written())
+func (d *daemon) logStats() {
+	st, err := d.c.progs.Stats()
+	if err != nil {
+		d.log.Warn("reading counters", "error", err)
+		return
 	}
+	rs := d.c.reader.Stats()
+	ft := d.p.table.Stats()
+	d.log.Info("capture", "packets", st.Packets(), "samples", st.Samples,
+		"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rates", d.smp.rates(),
+		"flows_active", ft.Active, "flows_written", d.p.out.written())
 }

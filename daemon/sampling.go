@@ -45,10 +45,10 @@ type sampling struct {
 	setErrLast time.Time
 }
 
-func newSampling(cfg CaptureConfig, progs *sampler.Programs, mgr *sampler.Manager, drops func() uint64, ifname func(uint32) string, log *slog.Logger) (*sampling, error) {
+func newSampling(cfg CaptureConfig, progs *sampler.Programs, mgr *sampler.Manager, drops func() uint64, check *sampler.SelfCheck, ifname func(uint32) string, log *slog.Logger) (*sampling, error) {
 	s := &sampling{
 		progs: progs, mgr: mgr, drops: drops, ifname: ifname, log: log,
-		check:  sampler.NewSelfCheck(checkWindow),
+		check:  check,
 		adjust: map[uint32]*[2]uint64{},
 		checks: map[uint32]sampler.CheckResult{},
 	}

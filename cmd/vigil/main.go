@@ -280,6 +280,9 @@ func replayCmd(args []string, stderr io.Writer) error {
 	}
 	if !*quiet {
 		fmt.Fprintf(stderr, "vigil replay: %d packets, %d bytes, %d samples, %d flow records, %d alert reports", st.Packets, st.Bytes, st.Samples, st.Flows, st.Alerts)
+		if st.Packets > 0 {
+			fmt.Fprintf(stderr, "; self-check: the samples stand for %.0f packets (±%.1f%%)", st.Estimated, 100*st.EstimateBound)
+		}
 		if *budget > 0 {
 			fmt.Fprintf(stderr, "; adaptive sampling at %d samples/s: %d rate changes", *budget, st.RateChanges)
 			if st.MinRate == st.MaxRate {
