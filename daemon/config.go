@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/config"
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 	"github.com/vigil-sensor/vigil/sampler"
 )
@@ -25,27 +25,12 @@ const DefaultMetricsAddr = "127.0.0.1:10099"
 // docs/CONFIG.md documents every key; packaging/vigil.yaml is the
 // annotated default file.
 type Config struct {
-	Capture CaptureConfig `yaml:"capture"`
+	Capture sampler.Config `yaml:"capture"`
 	Flows   FlowsConfig   `yaml:"flows"`
 	Export  ExportConfig  `yaml:"export"`
 	Detect  DetectConfig  `yaml:"detect"`
 	HTTP    HTTPConfig    `yaml:"http"`
 	Log     LogConfig     `yaml:"log"`
-}
-
-// CaptureConfig is what the capture path attaches to and how it samples.
-type CaptureConfig struct {
-	Interfaces    []string       `yaml:"interfaces"`  // empty: the interfaces carrying default routes
-	AttachMode    string         `yaml:"attach_mode"` // auto, xdp-native, xdp-generic or tcx
-	Egress        bool           `yaml:"egress"`      // also capture egress with tcx
-	Sampling      string         `yaml:"sampling"`    // adaptive or fixed
-	SampleRate    uint32         `yaml:"sample_rate"` // 1-in-N when fixed; where adaptive starts
-	Adaptive      AdaptiveConfig `yaml:"adaptive"`
-	DecapVXLAN    bool           `yaml:"decap_vxlan"`     // look into VXLAN (UDP 4789)
-	DecapGENEVE   bool           `yaml:"decap_geneve"`    // look into GENEVE (UDP 6081)
-	HeadBytes     int            `yaml:"head_bytes"`      // bytes of each sampled frame to keep, 0..128
-	RingBufferMiB int            `yaml:"ring_buffer_mib"` // ring buffer size, a power of two
-	SamplesOut    string         `yaml:"samples_out"`     // debugging: every sample as JSON lines ("-": stdout)
 }
 
 // FlowsConfig is the flow table's expiry policy and where flows go.
@@ -73,15 +58,7 @@ type LogConfig struct {
 func DefaultConfig() Config {
 	fc := flow.DefaultConfig()
 	return Config{
-		Capture: CaptureConfig{
-			AttachMode:    string(sampler.ModeAuto),
-			Sampling:      SamplingAdaptive,
-			SampleRate:    100,
-			Adaptive:      defaultAdaptive(),
-			DecapVXLAN:    true,
-			DecapGENEVE:   true,
-			RingBufferMiB: 8,
-		},
+		Capture: sampler.DefaultConfig(),
 		Flows: FlowsConfig{
 			IdleTimeout:   Duration{D: fc.IdleTimeout},
 			ActiveTimeout: Duration{D: fc.ActiveTimeout},
@@ -113,23 +90,8 @@ func (c *Config) Validate() []*FieldError {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
-	for i, name := range c.Capture.Interfaces {
-		if !validIfName(name) {
-			bad(fmt.Sprintf("capture.interfaces[%d]", i), "%q is not an interface name", name)
-		}
-	}
-	if _, err := sampler.ParseMode(c.Capture.AttachMode); err != nil {
-		bad("capture.attach_mode", "%v", err)
-	}
-	if c.Capture.SampleRate == 0 {
-		bad("capture.sample_rate", "must be at least 1")
-	}
-	c.Capture.validateSampling(bad)
-	if h := c.Capture.HeadBytes; h < 0 || h > sampler.MaxHeadBytes {
-		bad("capture.head_bytes", "%d out of range 0..%d", h, sampler.MaxHeadBytes)
-	}
-	if mib := c.Capture.RingBufferMiB; mib <= 0 || mib > 1024 || mib&(mib-1) != 0 {
-		bad("capture.ring_buffer_mib", "%d is not a power of two between 1 and 1024", mib)
+	for _, p := range c.Capture.Validate() {
+		bad(config.Join("capture", p.Field), "%s", p.Msg)
 	}
 	for _, d := range []struct {
 		field string
@@ -168,10 +130,6 @@ func (c *Config) Validate() []*FieldError {
 	return errs
 }
 
-func validIfName(name string) bool {
-	return name != "" && len(name) <= 15 && !strings.ContainsAny(name, "/ \t")
-}
-
 // Duration is a time.Duration written as "15s" or "1m30s" in YAML; a
 // value that does not parse is reported by Validate with its line.
 type Duration = yamlerr.Duration
@@ -182,17 +140,6 @@ func (c *Config) flowConfig() flow.Config {
 	fc.ActiveTimeout = c.Flows.ActiveTimeout.D
 	fc.MaxFlows = c.Flows.MaxFlows
 	return fc
-}
-
-func (c *Config) decap() sampler.Decap {
-	var d sampler.Decap
-	if c.Capture.DecapVXLAN {
-		d |= sampler.DecapVXLAN
-	}
-	if c.Capture.DecapGENEVE {
-		d |= sampler.DecapGENEVE
-	}
-	return d
 }
 
 func (c *Config) logLevel() slog.Level {

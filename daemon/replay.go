@@ -152,7 +152,7 @@ func observe(e *flow.Estimate, batch []flow.Sample) {
 // budget, with the controller of `vigil run` stepped on capture time on
 // the frames of all interfaces together (the source has one rate).
 func replaySource(cfg *Config, opts *ReplayOptions) (*sampler.PcapSource, *replayRates, error) {
-	pcfg := sampler.PcapConfig{SampleRate: opts.SampleRate, Seed: opts.Seed, Decap: cfg.decap()}
+	pcfg := sampler.PcapConfig{SampleRate: opts.SampleRate, Seed: opts.Seed, Decap: cfg.Capture.Decap()}
 	rates := &replayRates{Rate: opts.SampleRate, MinRate: opts.SampleRate, MaxRate: opts.SampleRate}
 	var src *sampler.PcapSource
 	if opts.SampleBudget > 0 {

@@ -135,7 +135,7 @@ func openCapture(cfg *Config, log *slog.Logger) (*capture, error) {
 	}
 	progs, err := sampler.LoadPrograms(sampler.LoadOptions{
 		SampleRate:     cfg.Capture.SampleRate,
-		Decap:          cfg.decap(),
+		Decap:          cfg.Capture.Decap(),
 		HeadBytes:      cfg.Capture.HeadBytes,
 		RingBufferSize: cfg.Capture.RingBufferMiB << 20,
 	})

@@ -33,7 +33,7 @@ type sampling struct {
 	ifname func(uint32) string
 
 	mu         sync.Mutex
-	capture    CaptureConfig
+	capture    sampler.Config
 	ctl        *sampler.Controller // nil with fixed sampling
 	ifs        map[string]int      // attached interfaces when the controller was configured
 	adjust     map[uint32]*[2]uint64
@@ -45,7 +45,7 @@ type sampling struct {
 	setErrLast time.Time
 }
 
-func newSampling(cfg CaptureConfig, progs *sampler.Programs, mgr *sampler.Manager, drops func() uint64, check *sampler.SelfCheck, ifname func(uint32) string, log *slog.Logger) (*sampling, error) {
+func newSampling(cfg sampler.Config, progs *sampler.Programs, mgr *sampler.Manager, drops func() uint64, check *sampler.SelfCheck, ifname func(uint32) string, log *slog.Logger) (*sampling, error) {
 	s := &sampling{
 		progs: progs, mgr: mgr, drops: drops, ifname: ifname, log: log,
 		check:  check,
@@ -60,11 +60,11 @@ func newSampling(cfg CaptureConfig, progs *sampler.Programs, mgr *sampler.Manage
 
 // configure switches between fixed and adaptive sampling and sets the
 // budget and bounds; on reload too.
-func (s *sampling) configure(cfg CaptureConfig) error {
+func (s *sampling) configure(cfg sampler.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.capture = cfg
-	if cfg.Sampling == SamplingFixed {
+	if cfg.Sampling == sampler.SamplingFixed {
 		if s.ctl != nil {
 			s.ctl = nil
 			for _, a := range s.mgr.Attachments() {
@@ -74,7 +74,7 @@ func (s *sampling) configure(cfg CaptureConfig) error {
 		return s.progs.SetSampleRate(cfg.SampleRate)
 	}
 	s.ifs = attachedIndexes(s.mgr)
-	cc := cfg.controllerConfig(s.ifs)
+	cc := cfg.ControllerConfig(s.ifs)
 	if s.ctl != nil {
 		return s.ctl.SetConfig(cc)
 	}
@@ -158,7 +158,7 @@ func (s *sampling) step(now time.Time, check bool) {
 				}
 			}
 			s.ifs = ifs
-			if err := s.ctl.SetConfig(s.capture.controllerConfig(ifs)); err != nil {
+			if err := s.ctl.SetConfig(s.capture.ControllerConfig(ifs)); err != nil {
 				s.log.Error("configuring the sampling controller", "error", err)
 			}
 		}

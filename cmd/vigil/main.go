@@ -16,6 +16,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/vigil-sensor/vigil/daemon"
+	"github.com/vigil-sensor/vigil/sampler"
 )
 
 func main() {
@@ -126,11 +127,11 @@ func runCmd(args []string, stderr io.Writer) error {
 		}
 		if set["sample-rate"] {
 			c.Capture.SampleRate = uint32(min(*rate, 1<<31))
-			c.Capture.Sampling = daemon.SamplingFixed
+			c.Capture.Sampling = sampler.SamplingFixed
 		}
 		if set["sample-budget"] {
 			c.Capture.Adaptive.Budget = *budget
-			c.Capture.Sampling = daemon.SamplingAdaptive
+			c.Capture.Sampling = sampler.SamplingAdaptive
 		}
 		if set["flows-out"] {
 			c.Flows.Output = *flowsOut

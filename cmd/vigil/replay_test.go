@@ -101,7 +101,7 @@ func TestReplaySampleBudgetSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 106-byte frames: 14 Ethernet, 20 IP, 8 UDP, 64 payload.
-	if want := "vigil replay: 30000 packets, 3180000 bytes, 30000 samples, 1 flow records, 0 alert reports\n"; stderr.String() != want {
+	if want := "vigil replay: 30000 packets, 3180000 bytes, 30000 samples, 1 flow records, 0 alert reports; self-check: the samples stand for 30000 packets (±0.0%)\n"; stderr.String() != want {
 		t.Errorf("fixed replay summary %q, want %q", stderr.String(), want)
 	}
 }
