@@ -4,6 +4,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,11 +27,11 @@ const DefaultMetricsAddr = "127.0.0.1:10099"
 // annotated default file.
 type Config struct {
 	Capture sampler.Config `yaml:"capture"`
-	Flows   FlowsConfig   `yaml:"flows"`
-	Export  ExportConfig  `yaml:"export"`
-	Detect  DetectConfig  `yaml:"detect"`
-	HTTP    HTTPConfig    `yaml:"http"`
-	Log     LogConfig     `yaml:"log"`
+	Flows   FlowsConfig    `yaml:"flows"`
+	Export  ExportConfig   `yaml:"export"`
+	Detect  DetectConfig   `yaml:"detect"`
+	HTTP    HTTPConfig     `yaml:"http"`
+	Log     LogConfig      `yaml:"log"`
 }
 
 // FlowsConfig is the flow table's expiry policy and where flows go.
@@ -146,4 +147,16 @@ func (c *Config) logLevel() slog.Level {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(c.Log.Level))
 	return lv
+}
+
+// check validates a configuration given by a caller rather than a file.
+func (c *Config) check() error {
+	if fes := c.Validate(); len(fes) > 0 {
+		errs := make([]error, len(fes))
+		for i, fe := range fes {
+			errs[i] = fe
+		}
+		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-sensor/vigil/detect"
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
@@ -32,7 +33,7 @@ type pipeline struct {
 	clock   *flow.ManualClock // the table's: moved by Tick
 	eng     *detect.Engine    // nil: detection is off
 	out     *outputs
-	samples *samplesOut
+	samples *export.SampleWriter
 	opts    pipelineOptions
 
 	parts    []chan *sharedBatch
@@ -97,7 +98,7 @@ func newPipeline(cfg *Config, configPath, flowsOut string, ifname func(uint32) s
 			p.out.Close(context.Background())
 		}
 	}()
-	if p.samples, err = openSamplesOut(cfg.Capture.SamplesOut); err != nil {
+	if p.samples, err = export.OpenSampleWriter(cfg.Capture.SamplesOut); err != nil {
 		return nil, err
 	}
 	if cfg.Detect.Enabled {
@@ -156,7 +157,7 @@ func (p *pipeline) Submit(batch []flow.Sample) {
 	if p.opts.Observe != nil {
 		p.opts.Observe(batch)
 	}
-	if err := p.samples.write(batch); err != nil {
+	if err := p.samples.Write(batch); err != nil {
 		p.logErr("writing samples", err)
 	}
 	if p.opts.onSamples != nil {

@@ -71,7 +71,7 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 		return ReplayStats{}, err
 	}
 	var est flow.Estimate // the self-check: what the samples say against what the files hold
-	p, err := newPipeline(&cfg, opts.ConfigPath, opts.Output, (&ifNames{fixed: cmp.Or(opts.Interface, "replay")}).name, pipelineOptions{
+	p, err := newPipeline(&cfg, opts.ConfigPath, opts.Output, (&sampler.IfNames{Fixed: cmp.Or(opts.Interface, "replay")}).Name, pipelineOptions{
 		Observe: func(b []flow.Sample) { observe(&est, b) }, Log: opts.Log, onSamples: opts.onSamples, onRecords: opts.onRecords,
 	})
 	if err != nil {
@@ -163,7 +163,7 @@ func replaySource(cfg *Config, opts *ReplayOptions) (*sampler.PcapSource, *repla
 		if err != nil {
 			return nil, nil, fmt.Errorf("adaptive sampling: %w", err)
 		}
-		pcfg.Tick = samplingTick
+		pcfg.Tick = sampler.SamplingTick
 		pcfg.OnTick = func(now int64, st sampler.InterfaceStats) {
 			c := sampler.Counters{Time: time.Unix(0, now), Interfaces: []sampler.InterfaceFrames{{Frames: st.Frames}}}
 			for _, ch := range ctl.Step(c) {

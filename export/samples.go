@@ -1,4 +1,4 @@
-package daemon
+package export
 
 import (
 	"bufio"
@@ -10,20 +10,23 @@ import (
 	"github.com/vigil-sensor/vigil/flow"
 )
 
-// samplesOut writes samples as JSON lines, for debugging the capture
-// path. Flows, not samples, are Vigil's product; this is off by default.
-type samplesOut struct {
+// SampleWriter writes samples as JSON lines, for debugging the capture
+// path (capture.samples_out). Flows, not samples, are Vigil's product;
+// this is off by default.
+type SampleWriter struct {
 	w   *bufio.Writer
 	c   io.Closer
 	enc *json.Encoder
 }
 
-func openSamplesOut(path string) (*samplesOut, error) {
+// OpenSampleWriter opens path ("-": stdout, "": a writer that writes
+// nothing).
+func OpenSampleWriter(path string) (*SampleWriter, error) {
 	var w io.Writer
 	var c io.Closer
 	switch path {
 	case "":
-		return &samplesOut{}, nil
+		return &SampleWriter{}, nil
 	case "-":
 		w = os.Stdout
 	default:
@@ -34,7 +37,7 @@ func openSamplesOut(path string) (*samplesOut, error) {
 		w, c = f, f
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
-	return &samplesOut{w: bw, c: c, enc: json.NewEncoder(bw)}, nil
+	return &SampleWriter{w: bw, c: c, enc: json.NewEncoder(bw)}, nil
 }
 
 type sampleJSON struct {
@@ -70,7 +73,8 @@ func addrString(a interface {
 	return a.String()
 }
 
-func (o *samplesOut) write(batch []flow.Sample) error {
+// Write writes a batch.
+func (o *SampleWriter) Write(batch []flow.Sample) error {
 	if o.enc == nil {
 		return nil
 	}
@@ -92,14 +96,15 @@ func (o *samplesOut) write(batch []flow.Sample) error {
 	return nil
 }
 
-func (o *samplesOut) flush() error {
+func (o *SampleWriter) flush() error {
 	if o.w == nil {
 		return nil
 	}
 	return o.w.Flush()
 }
 
-func (o *samplesOut) Close() error {
+// Close flushes and closes the file.
+func (o *SampleWriter) Close() error {
 	err := o.flush()
 	if o.c != nil {
 		if cerr := o.c.Close(); err == nil {

@@ -22,19 +22,6 @@ import (
 	"github.com/vigil-sensor/vigil/sampler"
 )
 
-// Version is set at build time (-ldflags "-X ...daemon.Version=...").
-var Version = "dev"
-
-// RunOptions is what `vigil run` hands the daemon.
-type RunOptions struct {
-	Config     Config
-	ConfigPath string        // file to re-read on Reload; "" if none
-	Override   func(*Config) // command-line flags, applied again after every reload
-	Log        *slog.Logger
-	Level      *slog.LevelVar  // the logger's level, changed on reload
-	Reload     <-chan struct{} // SIGHUP
-}
-
 // Live cadence: the pipeline ticks with the wall clock every tickEvery
 // (alerts update and end while no sample arrives) and expires flows
 // every expireEvery.
@@ -56,16 +43,16 @@ func Run(ctx context.Context, opts RunOptions) error {
 		return err
 	}
 	defer c.progs.Close()
-	ifn := &ifNames{}
-	check := sampler.NewSelfCheck(checkWindow)
-	p, err := newPipeline(&cfg, opts.ConfigPath, cfg.Flows.Output, ifn.name, pipelineOptions{
+	ifn := &sampler.IfNames{}
+	check := sampler.NewSelfCheck(sampler.CheckWindow)
+	p, err := newPipeline(&cfg, opts.ConfigPath, cfg.Flows.Output, ifn.Name, pipelineOptions{
 		Lossy: true, ExpireEvery: expireEvery, Release: c.reader.Release, Observe: check.Observe, Log: log,
 	})
 	if err != nil {
 		return err
 	}
 	lost := func() uint64 { return c.reader.Stats().Dropped + p.Dropped() }
-	smp, err := newSampling(cfg.Capture, c.progs, c.mgr, lost, check, ifn.name, log)
+	smp, err := sampler.NewSampling(cfg.Capture, c.progs, c.mgr, lost, check, ifn.Name, log)
 	if err != nil {
 		p.Close(time.Now().UnixNano())
 		return fmt.Errorf("configuring sampling: %w", err)
@@ -96,18 +83,6 @@ func Run(ctx context.Context, opts RunOptions) error {
 	}
 	log.Info("stopped")
 	return err
-}
-
-// check validates a configuration given by a caller rather than a file.
-func (c *Config) check() error {
-	if fes := c.Validate(); len(fes) > 0 {
-		errs := make([]error, len(fes))
-		for i, fe := range fes {
-			errs[i] = fe
-		}
-		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
-	}
-	return nil
 }
 
 // capture is the kernel side: the programs, the ring buffer's reader
@@ -169,7 +144,7 @@ func (d *daemon) run(ctx context.Context, mgrErr, srvErr chan error) error {
 		return nil
 	})
 	g.Go(func() error { every(gctx, tickEvery, func(now time.Time) { d.p.Tick(now.UnixNano()) }); return nil })
-	g.Go(func() error { d.smp.run(gctx); return nil })
+	g.Go(func() error { d.smp.Run(gctx); return nil })
 	g.Go(func() error { return d.p.Run(gctx) })
 	if d.dt != nil {
 		d.dt.watch(gctx)
@@ -231,7 +206,7 @@ type daemon struct {
 	c    *capture
 	p    *pipeline
 	dt   *detector // nil when detection is off
-	smp  *sampling
+	smp  *sampler.Sampling
 	ctx  context.Context // the daemon's, for what a reload starts
 
 	reloadMu       sync.Mutex // one reload at a time (SIGHUP, HTTP)
@@ -262,7 +237,7 @@ func (d *daemon) listen() (*server, error) {
 		sampler.NewCollector(d.c.progs, d.c.mgr, d.c.reader, d.log),
 		flow.NewCollector(d.p.table),
 		newDaemonCollector(d),
-		newSamplingCollector(d.smp),
+		d.smp.Collector(),
 		export.NewCollector(d.p.out.sinkList),
 	)
 	ln, err := net.Listen("tcp", d.cfg.HTTP.Listen)
@@ -322,6 +297,6 @@ func (d *daemon) logStats() {
 	rs := d.c.reader.Stats()
 	ft := d.p.table.Stats()
 	d.log.Info("capture", "packets", st.Packets(), "samples", st.Samples,
-		"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rates", d.smp.rates(),
+		"ringbuf_full", st.RingbufFull, "channel_drops", rs.Dropped, "rates", d.smp.Rates(),
 		"flows_active", ft.Active, "flows_written", d.p.out.written())
 }

@@ -9,28 +9,6 @@ import (
 	"github.com/cilium/ebpf/link"
 )
 
-// Mode is how the capture program is attached to an interface.
-type Mode string
-
-// Attach modes, in the order the fallback tries them.
-const (
-	ModeAuto       Mode = "auto"        // native XDP, then generic XDP, then tcx
-	ModeXDPNative  Mode = "xdp-native"  // XDP in the driver
-	ModeXDPGeneric Mode = "xdp-generic" // XDP on the skb, any driver
-	ModeTCX        Mode = "tcx"         // tc ingress (tcx), where XDP will not attach
-)
-
-// ParseMode checks a mode name from the configuration.
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case "", ModeAuto:
-		return ModeAuto, nil
-	case ModeXDPNative, ModeXDPGeneric, ModeTCX:
-		return m, nil
-	}
-	return "", fmt.Errorf("unknown attach mode %q (want auto, xdp-native, xdp-generic or tcx)", s)
-}
-
 // Attachment is the capture program attached to one interface.
 type Attachment struct {
 	Name    string

@@ -29,9 +29,6 @@ type LoadOptions struct {
 	MaxInterfaces  int    // counter slots for interfaces with ifindex >= 1024; 0: 1024
 }
 
-// MaxHeadBytes is the most of a frame a sample can carry.
-const MaxHeadBytes = headMax
-
 // LoadPrograms loads the capture programs into the kernel.
 func LoadPrograms(opts LoadOptions) (*Programs, error) {
 	if opts.HeadBytes < 0 || opts.HeadBytes > headMax {
@@ -87,14 +84,6 @@ func LoadPrograms(opts LoadOptions) (*Programs, error) {
 	return p, nil
 }
 
-// packRate builds the sample_cfg word for 1-in-n: the rate in the low
-// half, and in the high half the threshold t = ceil(2^32/n) - 1 that a
-// random u32 must not exceed, so the kernel compares instead of dividing.
-func packRate(n uint32) uint64 {
-	t := (uint64(1)<<32+uint64(n)-1)/uint64(n) - 1
-	return t<<32 | uint64(n)
-}
-
 // SetSampleRate changes N at run time, without reloading or re-attaching;
 // the next packet is sampled with the new rate and says so. The word is
 // written into the memory-mapped .data section with one aligned 8-byte
@@ -130,9 +119,6 @@ func (p *Programs) SetInterfaceRate(ifindex, n uint32) error {
 	return nil
 }
 
-// MaxRateIfindex bounds the interfaces that can have a rate of their own.
-const MaxRateIfindex = ifSlots
-
 // InterfaceRate returns the rate in force on an interface: its own, or
 // the global one.
 func (p *Programs) InterfaceRate(ifindex uint32) uint32 {
@@ -150,3 +136,6 @@ func (p *Programs) Close() error {
 }
 
 const headMax = len(sensorVigilSampleHead{}.Head)
+
+// MaxHeadBytes is the record's head, as the C header defines it.
+var _ = [1]struct{}{}[MaxHeadBytes-headMax]

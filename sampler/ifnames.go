@@ -1,4 +1,4 @@
-package daemon
+package sampler
 
 import (
 	"net"
@@ -6,17 +6,19 @@ import (
 	"sync"
 )
 
-// ifNames names interfaces by index for flow records, caching what it
-// learns; an index it cannot resolve is written as "if<N>".
-type ifNames struct {
+// IfNames names interfaces by index for records, caching what it
+// learns; an index it cannot resolve is written as "if<N>". The zero
+// value is ready; Fixed names every index the same (a replay).
+type IfNames struct {
 	mu    sync.RWMutex
 	names map[uint32]string
-	fixed string // replay: every record carries this name
+	Fixed string
 }
 
-func (n *ifNames) name(ifindex uint32) string {
-	if n.fixed != "" {
-		return n.fixed
+// Name is the interface's name.
+func (n *IfNames) Name(ifindex uint32) string {
+	if n.Fixed != "" {
+		return n.Fixed
 	}
 	n.mu.RLock()
 	s, ok := n.names[ifindex]
@@ -32,7 +34,7 @@ func (n *ifNames) name(ifindex uint32) string {
 	return s
 }
 
-func (n *ifNames) set(ifindex uint32, name string) {
+func (n *IfNames) set(ifindex uint32, name string) {
 	n.mu.Lock()
 	if n.names == nil {
 		n.names = map[uint32]string{}

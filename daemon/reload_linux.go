@@ -81,7 +81,7 @@ func (d *daemon) apply(cur, next Config) (Config, []string) {
 	var applied []string
 	nc, cc := next.Capture, cur.Capture
 	if nc.Sampling != cc.Sampling || nc.SampleRate != cc.SampleRate || !reflect.DeepEqual(nc.Adaptive, cc.Adaptive) {
-		if err := d.smp.configure(nc); err != nil {
+		if err := d.smp.Configure(nc); err != nil {
 			d.log.Error("configuring sampling", "error", err)
 		} else {
 			running.Capture.Sampling, running.Capture.SampleRate, running.Capture.Adaptive = nc.Sampling, nc.SampleRate, nc.Adaptive

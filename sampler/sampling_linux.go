@@ -1,4 +1,4 @@
-package daemon
+package sampler
 
 import (
 	"context"
@@ -10,61 +10,63 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-sensor/vigil/flow"
-	"github.com/vigil-sensor/vigil/sampler"
 )
 
-// Sampling cadence: the controller steps every samplingTick; the
+// Sampling cadence: the controller steps every SamplingTick; the
 // self-check compares estimates with the counters every checkEvery over
 // the last checkWindow.
 const (
-	samplingTick = 100 * time.Millisecond
+	SamplingTick = 100 * time.Millisecond
 	checkEvery   = time.Second
-	checkWindow  = 10 * time.Second
+	CheckWindow  = 10 * time.Second // the self-check's window
 )
 
-// sampling runs the adaptive rate controller and the self-check over
-// the capture path's counters.
-type sampling struct {
-	progs  *sampler.Programs
-	mgr    *sampler.Manager
+// Sampling runs the adaptive rate controller and the self-check over
+// the capture path's counters, with the wall clock.
+type Sampling struct {
+	progs  *Programs
+	mgr    *Manager
 	drops  func() uint64 // samples lost downstream of the ring buffer
-	check  *sampler.SelfCheck
+	check  *SelfCheck
 	log    *slog.Logger
 	ifname func(uint32) string
 
 	mu         sync.Mutex
-	capture    sampler.Config
-	ctl        *sampler.Controller // nil with fixed sampling
-	ifs        map[string]int      // attached interfaces when the controller was configured
+	capture    Config
+	ctl        *Controller    // nil with fixed sampling
+	ifs        map[string]int // attached interfaces when the controller was configured
 	adjust     map[uint32]*[2]uint64
-	checks     map[uint32]sampler.CheckResult
+	checks     map[uint32]CheckResult
 	perSecond  float64 // samples per second submitted to the ring buffer
 	lastCount  uint64
 	lastTime   time.Time
-	ctlStats   sampler.ControllerStats
+	ctlStats   ControllerStats
 	setErrLast time.Time
 }
 
-func newSampling(cfg sampler.Config, progs *sampler.Programs, mgr *sampler.Manager, drops func() uint64, check *sampler.SelfCheck, ifname func(uint32) string, log *slog.Logger) (*sampling, error) {
-	s := &sampling{
+// NewSampling configures sampling on loaded programs. drops counts the
+// samples lost downstream of the ring buffer (the controller backs off
+// on them); check is the self-check every delivered batch is observed by.
+func NewSampling(cfg Config, progs *Programs, mgr *Manager, drops func() uint64, check *SelfCheck, ifname func(uint32) string, log *slog.Logger) (*Sampling, error) {
+	s := &Sampling{
 		progs: progs, mgr: mgr, drops: drops, ifname: ifname, log: log,
 		check:  check,
 		adjust: map[uint32]*[2]uint64{},
-		checks: map[uint32]sampler.CheckResult{},
+		checks: map[uint32]CheckResult{},
 	}
-	if err := s.configure(cfg); err != nil {
+	if err := s.Configure(cfg); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// configure switches between fixed and adaptive sampling and sets the
+// Configure switches between fixed and adaptive sampling and sets the
 // budget and bounds; on reload too.
-func (s *sampling) configure(cfg sampler.Config) error {
+func (s *Sampling) Configure(cfg Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.capture = cfg
-	if cfg.Sampling == sampler.SamplingFixed {
+	if cfg.Sampling == SamplingFixed {
 		if s.ctl != nil {
 			s.ctl = nil
 			for _, a := range s.mgr.Attachments() {
@@ -78,7 +80,7 @@ func (s *sampling) configure(cfg sampler.Config) error {
 	if s.ctl != nil {
 		return s.ctl.SetConfig(cc)
 	}
-	ctl, err := sampler.NewController(cc, s.progs.SampleRate())
+	ctl, err := NewController(cc, s.progs.SampleRate())
 	if err != nil {
 		return err
 	}
@@ -86,7 +88,7 @@ func (s *sampling) configure(cfg sampler.Config) error {
 	return nil
 }
 
-func attachedIndexes(mgr *sampler.Manager) map[string]int {
+func attachedIndexes(mgr *Manager) map[string]int {
 	m := map[string]int{}
 	for _, a := range mgr.Attachments() {
 		m[a.Name] = a.Ifindex
@@ -94,9 +96,9 @@ func attachedIndexes(mgr *sampler.Manager) map[string]int {
 	return m
 }
 
-// run steps the controller and the self-check until ctx ends.
-func (s *sampling) run(ctx context.Context) {
-	t := time.NewTicker(samplingTick)
+// Run steps the controller and the self-check until ctx ends.
+func (s *Sampling) Run(ctx context.Context) {
+	t := time.NewTicker(SamplingTick)
 	defer t.Stop()
 	lastCheck := time.Now()
 	for {
@@ -112,9 +114,9 @@ func (s *sampling) run(ctx context.Context) {
 	}
 }
 
-func (s *sampling) step(now time.Time, check bool) {
+func (s *Sampling) step(now time.Time, check bool) {
 	atts := s.mgr.Attachments()
-	counters := sampler.Counters{Time: now}
+	counters := Counters{Time: now}
 	exact := make(map[uint32]uint64, len(atts))
 	for _, a := range atts {
 		dirs := []flow.Direction{flow.Ingress}
@@ -131,7 +133,7 @@ func (s *sampling) step(now time.Time, check bool) {
 			frames += is.Frames
 			packets += is.Packets
 		}
-		counters.Interfaces = append(counters.Interfaces, sampler.InterfaceFrames{Ifindex: uint32(a.Ifindex), Frames: frames})
+		counters.Interfaces = append(counters.Interfaces, InterfaceFrames{Ifindex: uint32(a.Ifindex), Frames: frames})
 		exact[uint32(a.Ifindex)] = packets
 	}
 	st, err := s.progs.Stats()
@@ -178,9 +180,9 @@ func (s *sampling) step(now time.Time, check bool) {
 }
 
 // apply sets the controller's rates. An interface without a knob of its
-// own (ifindex past sampler.MaxRateIfindex) moves the global rate, to
+// own (ifindex past MaxRateIfindex) moves the global rate, to
 // the largest such interface wants.
-func (s *sampling) apply(changes []sampler.RateChange) {
+func (s *Sampling) apply(changes []RateChange) {
 	var global uint32
 	for _, ch := range changes {
 		a := s.adjust[ch.Ifindex]
@@ -193,7 +195,7 @@ func (s *sampling) apply(changes []sampler.RateChange) {
 		} else {
 			a[1]++
 		}
-		if ch.Ifindex >= sampler.MaxRateIfindex {
+		if ch.Ifindex >= MaxRateIfindex {
 			global = max(global, ch.To)
 			continue
 		}
@@ -207,8 +209,8 @@ func (s *sampling) apply(changes []sampler.RateChange) {
 	}
 }
 
-func (s *sampling) setRate(ifindex, n uint32) {
-	if ifindex >= sampler.MaxRateIfindex {
+func (s *Sampling) setRate(ifindex, n uint32) {
+	if ifindex >= MaxRateIfindex {
 		return
 	}
 	if err := s.progs.SetInterfaceRate(ifindex, n); err != nil && time.Since(s.setErrLast) > 10*time.Second {
@@ -217,8 +219,8 @@ func (s *sampling) setRate(ifindex, n uint32) {
 	}
 }
 
-// rates describes the rate of every attached interface, for the log.
-func (s *sampling) rates() map[string]uint32 {
+// Rates is the rate in force on every attached interface, for the log.
+func (s *Sampling) Rates() map[string]uint32 {
 	m := map[string]uint32{}
 	for _, a := range s.mgr.Attachments() {
 		m[a.Name] = s.progs.InterfaceRate(uint32(a.Ifindex))
@@ -228,12 +230,13 @@ func (s *sampling) rates() map[string]uint32 {
 
 // samplingCollector exposes the controller and the self-check.
 type samplingCollector struct {
-	s                                     *sampling
+	s                                     *Sampling
 	rate, budget, backoff, perSecond      *prometheus.Desc
 	adjustments, estimated, relErr, bound *prometheus.Desc
 }
 
-func newSamplingCollector(s *sampling) *samplingCollector {
+// Collector exposes the controller and the self-check to Prometheus.
+func (s *Sampling) Collector() prometheus.Collector {
 	d := prometheus.NewDesc
 	return &samplingCollector{
 		s: s,
