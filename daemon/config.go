@@ -4,7 +4,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -34,13 +33,11 @@ type Config struct {
 	Log     LogConfig      `yaml:"log"`
 }
 
-// FlowsConfig is the flow table's expiry policy and where flows go.
+// FlowsConfig is the flows section: the flow table's (flow.Config) and
+// where the records go.
 type FlowsConfig struct {
-	IdleTimeout   Duration `yaml:"idle_timeout"`
-	ActiveTimeout Duration `yaml:"active_timeout"`
-	MaxFlows      int      `yaml:"max_flows"`
-	Workers       int      `yaml:"workers"` // goroutines feeding the table
-	Output        string   `yaml:"output"`  // JSON lines: a path, "-" for stdout, "" for none
+	flow.Config `yaml:",inline"`
+	Output      string `yaml:"output"` // JSON lines: a path, "-" for stdout, "" for none
 }
 
 // HTTPConfig is the metrics and health endpoint.
@@ -57,16 +54,9 @@ type LogConfig struct {
 
 // DefaultConfig is what `vigil run` does with no file and no flags.
 func DefaultConfig() Config {
-	fc := flow.DefaultConfig()
 	return Config{
 		Capture: sampler.DefaultConfig(),
-		Flows: FlowsConfig{
-			IdleTimeout:   Duration{D: fc.IdleTimeout},
-			ActiveTimeout: Duration{D: fc.ActiveTimeout},
-			MaxFlows:      fc.MaxFlows,
-			Workers:       1,
-			Output:        "-",
-		},
+		Flows:   FlowsConfig{Config: flow.DefaultConfig(), Output: "-"},
 		Export: ExportConfig{
 			Spool: SpoolConfig{Dir: "/var/lib/vigil/spool", MaxMiB: 256, Fsync: "interval"},
 		},
@@ -76,72 +66,46 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is a problem with one configuration field. Field is the
-// dotted YAML path (flows.idle_timeout).
-type FieldError struct {
-	Field string
-	Msg   string
+// Validate checks the configuration and returns every problem found,
+// at the dotted YAML path of its field (flows.idle_timeout): each
+// section checks itself, at paths relative to it.
+func (c *Config) Validate() config.Problems {
+	var ps config.Problems
+	ps.In("capture", c.Capture.Validate())
+	ps.In("flows", c.Flows.Validate())
+	c.Export.validate(func(field, format string, args ...any) { ps.Add(field, format, args...) })
+	c.Detect.validate(func(field, format string, args ...any) { ps.Add(field, format, args...) })
+	ps.In("http", c.HTTP.Validate())
+	ps.In("log", c.Log.Validate())
+	return ps
 }
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+// Validate checks the http section.
+func (c *HTTPConfig) Validate() config.Problems {
+	var ps config.Problems
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		ps.Add("listen", "%q is not HOST:PORT: %v", c.Listen, err)
+	}
+	return ps
+}
 
-// Validate checks the configuration and returns every problem found.
-func (c *Config) Validate() []*FieldError {
-	var errs []*FieldError
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
-	}
-	for _, p := range c.Capture.Validate() {
-		bad(config.Join("capture", p.Field), "%s", p.Msg)
-	}
-	for _, d := range []struct {
-		field string
-		d     Duration
-		zero  bool // zero allowed
-	}{
-		{"flows.idle_timeout", c.Flows.IdleTimeout, false},
-		{"flows.active_timeout", c.Flows.ActiveTimeout, false},
-		{"log.stats_interval", c.Log.StatsInterval, true},
-	} {
-		switch {
-		case d.d.Invalid() != "":
-			bad(d.field, "%q is not a duration (examples: 15s, 1m30s, 500ms)", d.d.Invalid())
-		case d.d.D < 0 || (d.d.D == 0 && !d.zero):
-			bad(d.field, "must be positive, got %s", d.d.D)
-		}
-	}
-	if c.Flows.MaxFlows < 1 {
-		bad("flows.max_flows", "must be at least 1, got %d", c.Flows.MaxFlows)
-	}
-	if w := c.Flows.Workers; w < 1 || w > 16 || w&(w-1) != 0 {
-		bad("flows.workers", "%d is not 1, 2, 4, 8 or 16", w)
-	}
-	c.Export.validate(bad)
-	c.Detect.validate(bad)
-	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-		bad("http.listen", "%q is not HOST:PORT: %v", c.HTTP.Listen, err)
-	}
+// Validate checks the log section.
+func (c *LogConfig) Validate() config.Problems {
+	var ps config.Problems
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
-		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	if err := lv.UnmarshalText([]byte(c.Level)); err != nil {
+		ps.Add("level", "%q is not one of debug, info, warn, error", c.Level)
 	}
-	if c.Log.Format != "text" && c.Log.Format != "json" {
-		bad("log.format", "%q is not text or json", c.Log.Format)
+	if c.Format != "text" && c.Format != "json" {
+		ps.Add("format", "%q is not text or json", c.Format)
 	}
-	return errs
+	ps.Duration("stats_interval", c.StatsInterval, true)
+	return ps
 }
 
 // Duration is a time.Duration written as "15s" or "1m30s" in YAML; a
 // value that does not parse is reported by Validate with its line.
 type Duration = yamlerr.Duration
-
-func (c *Config) flowConfig() flow.Config {
-	fc := flow.DefaultConfig()
-	fc.IdleTimeout = c.Flows.IdleTimeout.D
-	fc.ActiveTimeout = c.Flows.ActiveTimeout.D
-	fc.MaxFlows = c.Flows.MaxFlows
-	return fc
-}
 
 func (c *Config) logLevel() slog.Level {
 	var lv slog.Level
@@ -151,12 +115,8 @@ func (c *Config) logLevel() slog.Level {
 
 // check validates a configuration given by a caller rather than a file.
 func (c *Config) check() error {
-	if fes := c.Validate(); len(fes) > 0 {
-		errs := make([]error, len(fes))
-		for i, fe := range fes {
-			errs[i] = fe
-		}
-		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	if err := c.Validate().Err(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	return nil
 }

@@ -46,11 +46,7 @@ func ParseConfig(name string, src []byte) (Config, error) {
 		return Config{}, yamlerr.FromYAML(name, file, err)
 	}
 	cfg.Export.fillDefaults()
-	if fes := cfg.Validate(); len(fes) > 0 {
-		ps := make([]yamlerr.Problem, len(fes))
-		for i, fe := range fes {
-			ps[i] = yamlerr.Problem{Field: fe.Field, Msg: fe.Msg}
-		}
+	if ps := cfg.Validate(); len(ps) > 0 {
 		return Config{}, yamlerr.Locate(name, file, ps)
 	}
 	return cfg, nil

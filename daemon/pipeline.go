@@ -87,7 +87,7 @@ func newPipeline(cfg *Config, configPath, flowsOut string, ifname func(uint32) s
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	p := &pipeline{opts: opts, clock: flow.NewManualClock(time.Unix(0, 0))}
-	if p.table, err = flow.NewTable(cfg.flowConfig(), p.clock); err != nil {
+	if p.table, err = flow.NewTable(cfg.Flows.Config, p.clock); err != nil {
 		return nil, err
 	}
 	if p.out, err = openOutputs(cfg, flowsOut, ifname, true, opts.Log); err != nil {

@@ -33,10 +33,10 @@ func (d *daemon) reload() error {
 		if d.opts.Override != nil {
 			d.opts.Override(&next)
 		}
-		if fes := next.Validate(); len(fes) > 0 {
-			d.log.Error("configuration reload failed; keeping the running configuration", "error", fes[0])
+		if err := next.Validate().Err(); err != nil {
+			d.log.Error("configuration reload failed; keeping the running configuration", "error", err)
 			d.recordReload(false)
-			return fes[0]
+			return err
 		}
 	}
 	var rules *detect.RuleSet

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"fmt"
+	"github.com/vigil-sensor/vigil/internal/config"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -249,7 +250,7 @@ func TestAlertIntervalCoverageFlows(t *testing.T) {
 	for seed := range uint64(seeds) {
 		r := rand.New(rand.NewPCG(seed+1, 0xf10))
 		clock := flow.NewManualClock(time.Unix(0, engT0))
-		tab, err := flow.NewTable(flow.Config{IdleTimeout: time.Minute, ActiveTimeout: time.Minute, MaxFlows: 1024, Shards: 1}, clock)
+		tab, err := flow.NewTable(flow.Config{IdleTimeout: config.Duration{D: time.Minute}, ActiveTimeout: config.Duration{D: time.Minute}, MaxFlows: 1024, Shards: 1}, clock)
 		if err != nil {
 			t.Fatal(err)
 		}

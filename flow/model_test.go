@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"github.com/vigil-sensor/vigil/internal/config"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -47,9 +48,9 @@ func (m *model) add(s *Sample) {
 	k := KeyOf(s)
 	if rec, ok := m.flows[k]; ok {
 		switch {
-		case s.Timestamp-rec.Start >= int64(m.cfg.ActiveTimeout):
+		case s.Timestamp-rec.Start >= int64(m.cfg.ActiveTimeout.D):
 			m.end(k, EndActive)
-		case s.Timestamp-rec.End >= int64(m.cfg.IdleTimeout):
+		case s.Timestamp-rec.End >= int64(m.cfg.IdleTimeout.D):
 			m.end(k, EndIdle)
 		}
 	}
@@ -77,10 +78,10 @@ func (m *model) trim() {
 }
 
 func (m *model) expire(now int64) []Record {
-	for len(m.lru) > 0 && now-m.flows[m.lru[0]].End >= int64(m.cfg.IdleTimeout) {
+	for len(m.lru) > 0 && now-m.flows[m.lru[0]].End >= int64(m.cfg.IdleTimeout.D) {
 		m.end(m.lru[0], EndIdle)
 	}
-	for len(m.fifo) > 0 && now-m.flows[m.fifo[0]].Start >= int64(m.cfg.ActiveTimeout) {
+	for len(m.fifo) > 0 && now-m.flows[m.fifo[0]].Start >= int64(m.cfg.ActiveTimeout.D) {
 		m.end(m.fifo[0], EndActive)
 	}
 	return m.take()
@@ -117,7 +118,7 @@ func TestTableAgreesWithModel(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for seed := range uint64(5) {
-				cfg := Config{IdleTimeout: 3 * time.Second, ActiveTimeout: 10 * time.Second, MaxFlows: tc.maxFlows, Shards: tc.shards}
+				cfg := Config{IdleTimeout: config.Duration{D: 3 * time.Second}, ActiveTimeout: config.Duration{D: 10 * time.Second}, MaxFlows: tc.maxFlows, Shards: tc.shards}
 				tab, clk := newTable(t, cfg)
 				m := newModel(cfg)
 				f := tab.NewFeeder()

@@ -41,7 +41,9 @@ type Table struct {
 
 // NewTable returns an empty table that expires flows by clock.
 func NewTable(cfg Config, clock Clock) (*Table, error) {
-	if err := cfg.Validate(); err != nil {
+	check := cfg
+	check.Workers = max(check.Workers, 1) // the table's feeders are its callers'
+	if err := check.Validate().Err(); err != nil {
 		return nil, err
 	}
 	n := 1 << bits.Len(uint(cfg.Shards-1))
@@ -55,7 +57,7 @@ func NewTable(cfg Config, clock Clock) (*Table, error) {
 	for i := range t.shards {
 		t.shards[i].init(&t.count, &t.idle)
 	}
-	t.SetTimeouts(cfg.IdleTimeout, cfg.ActiveTimeout)
+	t.SetTimeouts(cfg.IdleTimeout.D, cfg.ActiveTimeout.D)
 	return t, nil
 }
 

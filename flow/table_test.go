@@ -110,7 +110,7 @@ func TestEstimatesWeighEachSampleByItsRate(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.IdleTimeout = 15 * time.Second
+	cfg.IdleTimeout.D = 15 * time.Second
 	tab, clk := newTable(t, cfg)
 	f := tab.NewFeeder()
 	f.Add([]Sample{pkt(0, 1, 1, 1000, 80, 6, 60, 1), pkt(2*time.Second, 1, 1, 1000, 80, 6, 60, 1)})
@@ -144,7 +144,7 @@ func TestIdleTimeout(t *testing.T) {
 
 func TestActiveTimeoutSlicesLongFlows(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.ActiveTimeout = 60 * time.Second
+	cfg.ActiveTimeout.D = 60 * time.Second
 	tab, clk := newTable(t, cfg)
 	f := tab.NewFeeder()
 	var c collector
@@ -368,8 +368,8 @@ func TestConcurrentFeedersCountExactly(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	for _, mut := range []func(*Config){
-		func(c *Config) { c.IdleTimeout = 0 },
-		func(c *Config) { c.ActiveTimeout = -time.Second },
+		func(c *Config) { c.IdleTimeout.D = 0 },
+		func(c *Config) { c.ActiveTimeout.D = -time.Second },
 		func(c *Config) { c.MaxFlows = 0 },
 		func(c *Config) { c.Shards = 0 },
 	} {

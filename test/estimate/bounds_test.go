@@ -71,7 +71,7 @@ type modeResult struct {
 func TestEstimatesWithinReportedBounds(t *testing.T) {
 	const seeds = 40
 	long := flow.DefaultConfig()
-	long.IdleTimeout, long.ActiveTimeout = time.Hour, time.Hour
+	long.IdleTimeout.D, long.ActiveTimeout.D = time.Hour, time.Hour
 	modes := []struct {
 		name string
 		cfg  flow.Config
