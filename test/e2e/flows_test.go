@@ -250,7 +250,18 @@ log:
 		w.tcpFlags, w.tos, w.ttlMin, w.ttlMax = c.tcpFlags, c.tos, c.ttlMin, c.ttlMax
 	}
 
-	m := v.metrics()
+	// A FIN or RST ends a flow at once, but its record (and the
+	// tcp_end count) leaves the table at the next expiry sweep, up to
+	// a second later: wait for the sweep rather than racing it.
+	finKeys := 0
+	for k, c := range captured {
+		if k.Proto == 6 && c.tcpFlags&0x05 != 0 {
+			finKeys++
+		}
+	}
+	m := v.waitMetric(fmt.Sprintf("%d TCP flows ended by FIN or RST", finKeys), 10*time.Second, func(p promText) bool {
+		return p.counter("vigil_flows_expired_total", `reason="tcp_end"`) >= float64(finKeys)
+	})
 	ipPackets := m.get(t, "vigil_packets_total", `direction="ingress"`, `interface="`+netlab.SensorIf+`"`) -
 		m.counter("vigil_parse_total", `outcome="not_ip"`)
 	if drops := m.counter("vigil_sample_drops_total"); drops != 0 {
