@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-sensor/vigil/export/sinks"
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/config"
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 	"github.com/vigil-sensor/vigil/sampler"
 )
@@ -27,7 +29,7 @@ const DefaultMetricsAddr = "127.0.0.1:10099"
 type Config struct {
 	Capture CaptureConfig `yaml:"capture"`
 	Flows   FlowsConfig   `yaml:"flows"`
-	Export  ExportConfig  `yaml:"export"`
+	Export  sinks.Config  `yaml:"export"`
 	Detect  DetectConfig  `yaml:"detect"`
 	HTTP    HTTPConfig    `yaml:"http"`
 	Log     LogConfig     `yaml:"log"`
@@ -89,9 +91,7 @@ func DefaultConfig() Config {
 			Workers:       1,
 			Output:        "-",
 		},
-		Export: ExportConfig{
-			Spool: SpoolConfig{Dir: "/var/lib/vigil/spool", MaxMiB: 256, Fsync: "interval"},
-		},
+		Export: sinks.DefaultConfig(),
 		Detect: defaultDetect(),
 		HTTP:   HTTPConfig{Listen: DefaultMetricsAddr},
 		Log:    LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
@@ -153,7 +153,11 @@ func (c *Config) Validate() []*FieldError {
 	if w := c.Flows.Workers; w < 1 || w > 16 || w&(w-1) != 0 {
 		bad("flows.workers", "%d is not 1, 2, 4, 8 or 16", w)
 	}
-	c.Export.validate(bad)
+	var ex config.Problems
+	ex.In("export", c.Export.Validate())
+	for _, p := range ex {
+		bad(p.Field, "%s", p.Msg)
+	}
 	c.Detect.validate(bad)
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		bad("http.listen", "%q is not HOST:PORT: %v", c.HTTP.Listen, err)

@@ -45,7 +45,6 @@ func ParseConfig(name string, src []byte) (Config, error) {
 	if err := yaml.UnmarshalWithOptions(src, &cfg, yaml.DisallowUnknownField()); err != nil {
 		return Config{}, yamlerr.FromYAML(name, file, err)
 	}
-	cfg.Export.fillDefaults()
 	if fes := cfg.Validate(); len(fes) > 0 {
 		ps := make([]yamlerr.Problem, len(fes))
 		for i, fe := range fes {

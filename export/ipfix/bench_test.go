@@ -1,4 +1,4 @@
-package export
+package ipfix
 
 import (
 	"context"
@@ -6,30 +6,26 @@ import (
 	"net"
 	"testing"
 
+	"github.com/vigil-sensor/vigil/export"
+	"github.com/vigil-sensor/vigil/export/exporttest"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
-// ipfixBenchRecords is a mix of flows: a quarter IPv6, TCP, UDP, ICMP
-// and GRE, sampled 1 in 100.
-func ipfixBenchRecords(n int) []flow.Record {
-	recs := make([]flow.Record, n)
-	for i := range recs {
-		recs[i] = ipfixTestRecord(i%200, i%4 == 0, 100)
-	}
-	return recs
-}
+// ipfixBenchRecords is exporttest.Flows: a quarter IPv6, TCP, UDP,
+// ICMP and GRE, sampled 1 in 100.
+func ipfixBenchRecords(n int) []flow.Record { return exporttest.Flows(n) }
 
 // BenchmarkIPFIXEncode is the encoder's cost per record, with the item
 // size and, for comparison, the size of the same record as a JSON line
 // (AppendFlowJSON and its newline).
 func BenchmarkIPFIXEncode(b *testing.B) {
 	recs := ipfixBenchRecords(1024)
-	enc := NewIPFIXEncoder()
+	enc := NewEncoder()
 	buf := make([]byte, 0, 256)
 	var itemBytes, jsonBytes int
 	for i := range recs {
 		itemBytes += len(enc.AppendFlow(buf[:0], &recs[i]))
-		jsonBytes += len(AppendFlowJSON(buf[:0], &recs[i], nil)) + 1
+		jsonBytes += len(export.AppendFlowJSON(buf[:0], &recs[i], nil)) + 1
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -62,7 +58,7 @@ func BenchmarkIPFIXSendUDP(b *testing.B) {
 			}
 		}
 	}()
-	benchIPFIXSend(b, NewIPFIXUDP(pc.LocalAddr().String(), IPFIXOptions{}))
+	benchIPFIXSend(b, newTransport("udp", pc.LocalAddr().String(), options{}))
 }
 
 // BenchmarkIPFIXSendTCP is the same over TCP, where every Send waits
@@ -85,19 +81,19 @@ func BenchmarkIPFIXSendTCP(b *testing.B) {
 			}()
 		}
 	}()
-	benchIPFIXSend(b, NewIPFIXTCP(ln.Addr().String(), IPFIXOptions{}))
+	benchIPFIXSend(b, newTransport("tcp", ln.Addr().String(), options{}))
 }
 
-func benchIPFIXSend(b *testing.B, tr *IPFIXTransport) {
+func benchIPFIXSend(b *testing.B, tr *Transport) {
 	defer tr.Close()
 	const batch = 256
 	recs := ipfixBenchRecords(batch * 4)
-	enc := NewIPFIXEncoder()
+	enc := NewEncoder()
 	buf := make([]byte, 0, batch*128)
 	items := make([][]byte, 0, batch)
 	var jsonBytes int
 	for i := range recs {
-		jsonBytes += len(AppendFlowJSON(buf[:0], &recs[i], nil)) + 1
+		jsonBytes += len(export.AppendFlowJSON(buf[:0], &recs[i], nil)) + 1
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -119,4 +115,26 @@ func benchIPFIXSend(b *testing.B, tr *IPFIXTransport) {
 	b.ReportMetric(float64(tr.wireBytes)/float64(flows), "wire-B/flow")
 	b.ReportMetric(float64(jsonBytes)/float64(len(recs)), "json-B/flow")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(flows), "ns/flow")
+}
+
+// BenchmarkSinkIPFIXUDP is a whole sink (exporttest.BenchSink) over UDP
+// to a loopback socket that reads and drops.
+func BenchmarkSinkIPFIXUDP(b *testing.B) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	_ = pc.(*net.UDPConn).SetReadBuffer(8 << 20)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	c := DefaultConfig()
+	c.Address = pc.LocalAddr().String()
+	exporttest.BenchSink(b, NewEncoder(), NewTransport(c, export.Dependencies{}), ipfixBenchRecords(1024))
 }

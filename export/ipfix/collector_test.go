@@ -1,4 +1,4 @@
-package export
+package ipfix
 
 import (
 	"bytes"
@@ -217,7 +217,7 @@ func (c *ipfixCollector) decode(b []byte) ipfixMessage {
 				sel := decodeIPFIXSelector(t, s.Id, r)
 				m.Selectors = append(m.Selectors, sel)
 				kind := "S"
-				if s.Id == IPFIXTemplateSpacing {
+				if s.Id == TemplateSpacing {
 					kind = "P"
 				}
 				m.Order = append(m.Order, fmt.Sprintf("%s%d", kind, sel.Scope))

@@ -1,10 +1,11 @@
-package export
+package ipfix
 
 import (
 	"encoding/binary"
 	"fmt"
 	"math"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
@@ -20,10 +21,10 @@ const (
 	ipfixSetHeaderLen     = 4
 	ipfixTemplateSetID    = 2
 	ipfixOptionsSetID     = 3
-	IPFIXTemplateIPv4     = 256 // data template of IPv4 flows
-	IPFIXTemplateIPv6     = 257 // data template of IPv6 flows
-	IPFIXTemplateSelector = 258 // options template: a rate as samplingInterval
-	IPFIXTemplateSpacing  = 259 // options template: a rate as packet interval and space
+	TemplateIPv4     = 256 // data template of IPv4 flows
+	TemplateIPv6     = 257 // data template of IPv6 flows
+	TemplateSelector = 258 // options template: a rate as samplingInterval
+	TemplateSpacing  = 259 // options template: a rate as packet interval and space
 )
 
 // Information Element IDs (IANA IPFIX registry).
@@ -156,7 +157,7 @@ func ipfixAppendTemplateSets(b []byte) []byte {
 	for _, t := range []struct {
 		id     uint16
 		fields []ipfixField
-	}{{IPFIXTemplateIPv4, ipfixFieldsV4}, {IPFIXTemplateIPv6, ipfixFieldsV6}} {
+	}{{TemplateIPv4, ipfixFieldsV4}, {TemplateIPv6, ipfixFieldsV6}} {
 		b = binary.BigEndian.AppendUint16(b, t.id)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(t.fields)))
 		b = ipfixAppendFields(b, t.fields)
@@ -168,7 +169,7 @@ func ipfixAppendTemplateSets(b []byte) []byte {
 	for _, t := range []struct {
 		id     uint16
 		fields []ipfixField
-	}{{IPFIXTemplateSelector, ipfixFieldsSelector}, {IPFIXTemplateSpacing, ipfixFieldsSpacing}} {
+	}{{TemplateSelector, ipfixFieldsSelector}, {TemplateSpacing, ipfixFieldsSpacing}} {
 		start = len(b)
 		b = binary.BigEndian.AppendUint16(b, ipfixOptionsSetID)
 		b = append(b, 0, 0)
@@ -193,7 +194,7 @@ func ipfixAppendFields(b []byte, fields []ipfixField) []byte {
 // rate (its own selector), one record each: nfdump 1.7.1 reads only the
 // first record of an options data set.
 func ipfixAppendSelector(b []byte, rate uint32) []byte {
-	b = binary.BigEndian.AppendUint16(b, IPFIXTemplateSelector)
+	b = binary.BigEndian.AppendUint16(b, TemplateSelector)
 	b = binary.BigEndian.AppendUint16(b, uint16(ipfixSetHeaderLen+ipfixRecLenSelector))
 	b = binary.BigEndian.AppendUint32(b, rate) // scope: selectorId
 	b = binary.BigEndian.AppendUint32(b, rate) // selectorId
@@ -201,7 +202,7 @@ func ipfixAppendSelector(b []byte, rate uint32) []byte {
 	b = binary.BigEndian.AppendUint32(b, rate)
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(1/float64(rate)))
 
-	b = binary.BigEndian.AppendUint16(b, IPFIXTemplateSpacing)
+	b = binary.BigEndian.AppendUint16(b, TemplateSpacing)
 	b = binary.BigEndian.AppendUint16(b, uint16(ipfixSetHeaderLen+ipfixRecLenSpacing))
 	b = binary.BigEndian.AppendUint32(b, rate) // scope: selectorId
 	b = binary.BigEndian.AppendUint16(b, selectorAlgorithmUniform)
@@ -217,21 +218,21 @@ const ipfixItemVersion = 1
 // ipfixItemHeaderLen is the item's version byte and template ID.
 const ipfixItemHeaderLen = 3
 
-// IPFIXEncoder turns flow records into IPFIX spool items. An item is
+// Encoder turns flow records into IPFIX spool items. An item is
 // [version 1][template ID, 2 bytes][the data record as sent on the
 // wire]; the record's last field, selectorId, is its sampling rate, so
 // a transport can announce the rate without encoder state. Encoding
 // appends into dst and allocates nothing. It carries flows only.
-type IPFIXEncoder struct{}
+type Encoder struct{}
 
-// NewIPFIXEncoder returns an IPFIX encoder.
-func NewIPFIXEncoder() *IPFIXEncoder { return &IPFIXEncoder{} }
+// NewEncoder returns an IPFIX encoder.
+func NewEncoder() *Encoder { return &Encoder{} }
 
 // Kinds returns KindFlows.
-func (*IPFIXEncoder) Kinds() Kinds { return KindFlows }
+func (*Encoder) Kinds() export.Kinds { return export.KindFlows }
 
 // AppendAlert returns dst unchanged: IPFIX carries no alerts.
-func (*IPFIXEncoder) AppendAlert(dst []byte, _ *flow.Alert) []byte { return dst }
+func (*Encoder) AppendAlert(dst []byte, _ *flow.Alert) []byte { return dst }
 
 // AppendFlow appends the item for r to dst.
 //
@@ -242,13 +243,13 @@ func (*IPFIXEncoder) AppendAlert(dst []byte, _ *flow.Alert) []byte { return dst 
 // common case) the quotients are exactly the sampled counts; when the
 // rate changed within the record they are rounded to the nearest
 // integer (docs/IPFIX.md).
-func (*IPFIXEncoder) AppendFlow(dst []byte, r *flow.Record) []byte {
+func (*Encoder) AppendFlow(dst []byte, r *flow.Record) []byte {
 	k := &r.Key
 	rate := max(r.SamplingRate(), 1)
 	v6 := k.IPVersion == 6
-	tid := uint16(IPFIXTemplateIPv4)
+	tid := uint16(TemplateIPv4)
 	if v6 {
-		tid = IPFIXTemplateIPv6
+		tid = TemplateIPv6
 	}
 	dst = append(dst, ipfixItemVersion, byte(tid>>8), byte(tid))
 	if v6 {
@@ -303,7 +304,7 @@ type ipfixItem struct {
 	rate     uint32
 }
 
-// parseIPFIXItem checks an item made by IPFIXEncoder.
+// parseIPFIXItem checks an item made by Encoder.
 func parseIPFIXItem(item []byte) (ipfixItem, error) {
 	if len(item) < ipfixItemHeaderLen {
 		return ipfixItem{}, fmt.Errorf("IPFIX item of %d bytes is too short", len(item))
@@ -314,9 +315,9 @@ func parseIPFIXItem(item []byte) (ipfixItem, error) {
 	it := ipfixItem{template: binary.BigEndian.Uint16(item[1:3]), record: item[ipfixItemHeaderLen:]}
 	want := 0
 	switch it.template {
-	case IPFIXTemplateIPv4:
+	case TemplateIPv4:
 		want = ipfixRecLenV4
-	case IPFIXTemplateIPv6:
+	case TemplateIPv6:
 		want = ipfixRecLenV6
 	default:
 		return ipfixItem{}, fmt.Errorf("IPFIX item with unknown template %d", it.template)

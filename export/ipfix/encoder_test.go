@@ -1,9 +1,8 @@
-package export
+package ipfix
 
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -11,75 +10,17 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
 
+	"github.com/vigil-sensor/vigil/export"
+	"github.com/vigil-sensor/vigil/export/exporttest"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
-// ipfixTestBase is a start time with sub-millisecond digits, so that
-// tests see the truncation to milliseconds.
-var ipfixTestBase = time.Date(2026, 3, 4, 5, 6, 7, 891_234_567, time.UTC).UnixNano()
-
 // ipfixTestRecord returns a varied flow whose samples were all taken at
-// rate: TCP, UDP, ICMP and GRE; both directions; VLAN tags; every end
-// reason.
-func ipfixTestRecord(i int, v6 bool, rate uint32) flow.Record {
-	var k flow.Key
-	if v6 {
-		k.IPVersion = 6
-		k.SrcAddr = netip.MustParseAddr(fmt.Sprintf("2001:db8::%x", 0x100+i)).As16()
-		k.DstAddr = netip.MustParseAddr(fmt.Sprintf("2001:db8:ffff::%x", 0x200+i)).As16()
-	} else {
-		k.IPVersion = 4
-		k.SrcAddr = netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).As16()
-		k.DstAddr = netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).As16()
-	}
-	var flags uint8
-	switch i % 4 {
-	case 0:
-		k.Proto, k.SrcPort, k.DstPort = 6, uint16(40000+i), 443
-		flags = flow.TCPSyn | flow.TCPAck | flow.TCPFin
-	case 1:
-		k.Proto, k.SrcPort, k.DstPort = 17, 53, uint16(1024+i*7)
-	case 2:
-		k.Proto, k.DstPort = 1, 8<<8 // echo request
-		if v6 {
-			k.Proto, k.DstPort = 58, 128<<8 // echo request, code 0
-		}
-	case 3:
-		k.Proto = 47
-	}
-	k.Ifindex = uint32(2 + i%5)
-	if i%4 == 3 {
-		k.Direction = flow.Egress
-	}
-	if i%3 == 0 {
-		k.VLAN = uint16(100 + i)
-		if i%2 == 0 {
-			k.InnerVLAN = uint16(2000 + i)
-		}
-	}
-	sp := uint64(1 + i*3)
-	sb := sp * uint64(60+i*11)
-	start := ipfixTestBase + int64(i)*1_234_567
-	return flow.Record{
-		Key:            k,
-		Start:          start,
-		End:            start + int64(i)*98_765_432 + 999_999,
-		SampledPackets: sp,
-		SampledBytes:   sb,
-		Packets:        sp * uint64(rate),
-		Bytes:          sb * uint64(rate),
-		Samples:        sp,
-		RateSum:        sp * uint64(rate),
-		TCPFlags:       flags,
-		TOS:            uint8(i * 4),
-		MinTTL:         uint8(30 + i%20),
-		MaxTTL:         uint8(60 + i%40),
-		EndReason:      flow.EndReasons[i%len(flow.EndReasons)],
-	}
-}
+// rate (exporttest.Flow).
+func ipfixTestRecord(i int, v6 bool, rate uint32) flow.Record { return exporttest.Flow(i, v6, rate) }
 
 func ipfixItems(recs []flow.Record) [][]byte {
-	enc := NewIPFIXEncoder()
+	enc := NewEncoder()
 	items := make([][]byte, len(recs))
 	for i := range recs {
 		items[i] = enc.AppendFlow(nil, &recs[i])
@@ -88,8 +29,8 @@ func ipfixItems(recs []flow.Record) [][]byte {
 }
 
 func TestIPFIXEncoderContract(t *testing.T) {
-	enc := NewIPFIXEncoder()
-	if enc.Kinds() != KindFlows {
+	enc := NewEncoder()
+	if enc.Kinds() != export.KindFlows {
 		t.Errorf("Kinds = %v", enc.Kinds())
 	}
 	dst := []byte("x")
@@ -127,7 +68,7 @@ func TestIPFIXEncoderContract(t *testing.T) {
 }
 
 func TestIPFIXEncodeAllocs(t *testing.T) {
-	enc := NewIPFIXEncoder()
+	enc := NewEncoder()
 	r4, r6 := ipfixTestRecord(4, false, 100), ipfixTestRecord(5, true, 100)
 	buf := make([]byte, 0, 4096)
 	allocs := testing.AllocsPerRun(1000, func() {
@@ -145,7 +86,7 @@ func TestIPFIXEncodeAllocs(t *testing.T) {
 func TestIPFIXTemplatesAndRecords(t *testing.T) {
 	u := newUDPCollector(t)
 	clock := flow.NewManualClock(time.Unix(1_800_000_000, 0))
-	tr := NewIPFIXUDP(u.addr(), IPFIXOptions{ObservationDomainID: 7, Clock: clock})
+	tr := newTransport("udp", u.addr(), options{ObservationDomainID: 7, Clock: clock})
 	defer tr.Close()
 	var recs []flow.Record
 	for i := range 12 {
@@ -174,7 +115,7 @@ func TestIPFIXTemplatesAndRecords(t *testing.T) {
 		}
 		return out
 	}
-	if len(m.Templates) != 2 || m.Templates[0].TemplateId != IPFIXTemplateIPv4 || m.Templates[1].TemplateId != IPFIXTemplateIPv6 {
+	if len(m.Templates) != 2 || m.Templates[0].TemplateId != TemplateIPv4 || m.Templates[1].TemplateId != TemplateIPv6 {
 		t.Fatalf("templates: %+v", m.Templates)
 	}
 	for i, want := range [][]ipfixField{ipfixFieldsV4, ipfixFieldsV6} {
@@ -195,8 +136,8 @@ func TestIPFIXTemplatesAndRecords(t *testing.T) {
 		id             uint16
 		scope, options []ipfixField
 	}{
-		{IPFIXTemplateSelector, []ipfixField{{302, 4}}, []ipfixField{{302, 4}, {304, 2}, {34, 4}, {311, 8}}},
-		{IPFIXTemplateSpacing, []ipfixField{{302, 4}}, []ipfixField{{304, 2}, {305, 4}, {306, 4}}},
+		{TemplateSelector, []ipfixField{{302, 4}}, []ipfixField{{302, 4}, {304, 2}, {34, 4}, {311, 8}}},
+		{TemplateSpacing, []ipfixField{{302, 4}}, []ipfixField{{304, 2}, {305, 4}, {306, 4}}},
 	} {
 		ot := m.OptionsTemplates[i]
 		if ot.TemplateId != w.id || ot.ScopeFieldCount != 1 ||
@@ -206,8 +147,8 @@ func TestIPFIXTemplatesAndRecords(t *testing.T) {
 		}
 	}
 	wantSel := []ipfixSelector{
-		{Template: IPFIXTemplateSelector, Scope: 100, ID: 100, Algorithm: 4, Interval: 100, Probability: 0.01},
-		{Template: IPFIXTemplateSpacing, Scope: 100, Algorithm: 4, PacketInterval: 1, PacketSpace: 99},
+		{Template: TemplateSelector, Scope: 100, ID: 100, Algorithm: 4, Interval: 100, Probability: 0.01},
+		{Template: TemplateSpacing, Scope: 100, Algorithm: 4, PacketInterval: 1, PacketSpace: 99},
 	}
 	if diff := cmp.Diff(wantSel, m.Selectors); diff != "" {
 		t.Errorf("selector (-want +got):\n%s", diff)
@@ -243,7 +184,7 @@ func TestIPFIXMixedRateRounding(t *testing.T) {
 	r := ipfixTestRecord(1, false, 1)
 	r.Samples, r.RateSum = 3, 10+20+31 // mean 20.33 -> 20
 	r.Packets, r.Bytes = 10+20+31, 500*10+600*20+709*31
-	it, err := parseIPFIXItem(NewIPFIXEncoder().AppendFlow(nil, &r))
+	it, err := parseIPFIXItem(NewEncoder().AppendFlow(nil, &r))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
-package export
+package ipfix
 
 import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/vigil-sensor/vigil/export"
 )
 
 // ipfixBuilt is a message built but not yet sent.
@@ -19,8 +21,8 @@ type ipfixBuilt struct {
 // every rate not yet announced right before the first record that uses
 // it, and data sets of consecutive records with the same template. It
 // stops at the size limit or at a malformed item, for which it returns
-// a *RejectedError.
-func (t *IPFIXTransport) build(items [][]byte) (ipfixBuilt, error) {
+// a *export.RejectedError.
+func (t *Transport) build(items [][]byte) (ipfixBuilt, error) {
 	now := t.opt.Clock.Now()
 	b := ipfixBuilt{now: now, templates: t.needTemplates(now)}
 	limit := t.opt.MaxMessageSize
@@ -34,7 +36,7 @@ func (t *IPFIXTransport) build(items [][]byte) (ipfixBuilt, error) {
 	for _, raw := range items {
 		it, perr := parseIPFIXItem(raw)
 		if perr != nil {
-			err = &RejectedError{Err: perr}
+			err = &export.RejectedError{Err: perr}
 			break
 		}
 		need := len(it.record)
@@ -86,7 +88,7 @@ func ipfixEndSet(msg []byte, start int) []byte {
 	return msg
 }
 
-func (t *IPFIXTransport) needTemplates(now time.Time) bool {
+func (t *Transport) needTemplates(now time.Time) bool {
 	s := &t.sess
 	if !s.templated {
 		return true
@@ -104,7 +106,7 @@ func (t *IPFIXTransport) needTemplates(now time.Time) bool {
 // announced says whether the collector already has rate's selector
 // record, counting records in the message being built; a message with
 // templates announces every rate again.
-func (t *IPFIXTransport) announced(rate uint32, withTemplates bool) bool {
+func (t *Transport) announced(rate uint32, withTemplates bool) bool {
 	for _, r := range t.newSel {
 		if r == rate {
 			return true
@@ -118,7 +120,7 @@ func (t *IPFIXTransport) announced(rate uint32, withTemplates bool) bool {
 }
 
 // commit records that the message built last was sent.
-func (t *IPFIXTransport) commit(b ipfixBuilt) {
+func (t *Transport) commit(b ipfixBuilt) {
 	t.wireBytes += uint64(len(t.msg))
 	s := &t.sess
 	s.seq += uint32(b.records)

@@ -1,4 +1,4 @@
-package export
+package ipfix
 
 import (
 	"context"
@@ -122,7 +122,7 @@ var nfdumpSamplerRE = regexp.MustCompile(`Assigned Sampler: id: (\d+), algorithm
 func TestIPFIXToNfcapd(t *testing.T) {
 	n := testutil.StartNfcapd(t, 0)
 	clock := flow.NewManualClock(time.Now())
-	tr := NewIPFIXUDP(fmt.Sprintf("127.0.0.1:%d", n.Port), IPFIXOptions{ObservationDomainID: 42, Clock: clock})
+	tr := newTransport("udp", fmt.Sprintf("127.0.0.1:%d", n.Port), options{ObservationDomainID: 42, Clock: clock})
 	defer tr.Close()
 
 	// Every rate appears in the first Send, which fits in one message:

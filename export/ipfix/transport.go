@@ -1,4 +1,4 @@
-package export
+package ipfix
 
 import (
 	"context"
@@ -11,12 +11,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
-// IPFIXOptions configures an IPFIX transport. Zero values take the
-// defaults.
-type IPFIXOptions struct {
+// options are a transport's settings: Config's keys resolved, and the
+// knobs tests turn. Zero values take the defaults.
+type options struct {
 	// ObservationDomainID goes in every message header.
 	ObservationDomainID uint32
 	// MaxMessageSize bounds an IPFIX message (header included), in
@@ -52,7 +53,7 @@ const (
 	ipfixMaxSelectors = 4096
 )
 
-func (o IPFIXOptions) withDefaults(network string) IPFIXOptions {
+func (o options) withDefaults(network string) options {
 	if o.MaxMessageSize == 0 {
 		o.MaxMessageSize = 1400
 		if network == "tcp" {
@@ -81,17 +82,17 @@ func (o IPFIXOptions) withDefaults(network string) IPFIXOptions {
 	return o
 }
 
-// IPFIXTransport sends IPFIX items (made by IPFIXEncoder) to a
+// Transport sends IPFIX items (made by Encoder) to a
 // collector over UDP or TCP. Each connection is one IPFIX session: it
 // starts with the templates and a sequence number of 0. What a
 // successful Send guarantees is in docs/IPFIX.md: over TCP, that the
 // collector's kernel acknowledged every byte; over UDP, only that the
 // local kernel took the datagrams. Send and Close may be called from
 // several goroutines; sends are serialised.
-type IPFIXTransport struct {
+type Transport struct {
 	network string
 	addr    string
-	opt     IPFIXOptions
+	opt     options
 
 	mu     sync.Mutex
 	conn   net.Conn
@@ -119,26 +120,32 @@ type ipfixMark struct {
 	items int
 }
 
-// NewIPFIXUDP returns a transport that sends to addr (host:port) over
-// UDP, from one connected socket.
-func NewIPFIXUDP(addr string, opts IPFIXOptions) *IPFIXTransport {
-	return &IPFIXTransport{network: "udp", addr: addr, opt: opts.withDefaults("udp")}
+// NewTransport returns a transport to the collector of c, over UDP
+// (messages of at most c.MTU bytes, templates resent every
+// c.TemplateRefresh) or TCP (messages of up to 65535 bytes, templates
+// once per connection). It connects at the first Send.
+func NewTransport(c Config, deps export.Dependencies) *Transport {
+	o := options{ObservationDomainID: c.ObservationDomain, TemplateRefresh: c.TemplateRefresh.D, Log: deps.Log}
+	if c.Transport == "udp" {
+		o.MaxMessageSize = c.MTU
+	}
+	return newTransport(c.Transport, c.Address, o)
 }
 
-// NewIPFIXTCP returns a transport that sends to addr (host:port) over
-// TCP.
-func NewIPFIXTCP(addr string, opts IPFIXOptions) *IPFIXTransport {
-	return &IPFIXTransport{network: "tcp", addr: addr, opt: opts.withDefaults("tcp")}
+// newTransport returns a transport to addr (host:port) over network,
+// udp (one connected socket) or tcp.
+func newTransport(network, addr string, o options) *Transport {
+	return &Transport{network: network, addr: addr, opt: o.withDefaults(network)}
 }
 
 // Close closes the connection; the next Send opens a new session.
-func (t *IPFIXTransport) Close() error {
+func (t *Transport) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.closeConn()
 }
 
-func (t *IPFIXTransport) closeConn() error {
+func (t *Transport) closeConn() error {
 	if t.conn == nil {
 		return nil
 	}
@@ -151,7 +158,7 @@ func (t *IPFIXTransport) closeConn() error {
 	return nil
 }
 
-func (t *IPFIXTransport) connect(ctx context.Context) error {
+func (t *Transport) connect(ctx context.Context) error {
 	if t.conn != nil {
 		return nil
 	}
@@ -168,9 +175,9 @@ func (t *IPFIXTransport) connect(ctx context.Context) error {
 
 // Send sends items in order, packed into messages of at most
 // MaxMessageSize bytes. It returns how many leading items were
-// accepted (see IPFIXTransport). A malformed item stops the send with a
-// *RejectedError for it, after the items before it went out.
-func (t *IPFIXTransport) Send(ctx context.Context, items [][]byte) (int, error) {
+// accepted (see Transport). A malformed item stops the send with a
+// *export.RejectedError for it, after the items before it went out.
+func (t *Transport) Send(ctx context.Context, items [][]byte) (int, error) {
 	if len(items) == 0 {
 		return 0, nil
 	}
@@ -188,7 +195,7 @@ func (t *IPFIXTransport) Send(ctx context.Context, items [][]byte) (int, error) 
 	return t.sendTCP(ctx, items)
 }
 
-func (t *IPFIXTransport) sendUDP(ctx context.Context, items [][]byte) (int, error) {
+func (t *Transport) sendUDP(ctx context.Context, items [][]byte) (int, error) {
 	done := 0
 	for done < len(items) {
 		if err := ctx.Err(); err != nil {
@@ -210,7 +217,7 @@ func (t *IPFIXTransport) sendUDP(ctx context.Context, items [][]byte) (int, erro
 	return done, nil
 }
 
-func (t *IPFIXTransport) sendTCP(ctx context.Context, items [][]byte) (int, error) {
+func (t *Transport) sendTCP(ctx context.Context, items [][]byte) (int, error) {
 	deadline := time.Now().Add(t.opt.WriteTimeout)
 	conn := t.conn
 	if err := conn.SetWriteDeadline(deadline); err != nil {
@@ -261,7 +268,7 @@ func (t *IPFIXTransport) sendTCP(ctx context.Context, items [][]byte) (int, erro
 
 // failTCP closes the connection after a failed send: the next Send
 // starts a new session and sends again what was not acknowledged.
-func (t *IPFIXTransport) failTCP(written int, err error) error {
+func (t *Transport) failTCP(written int, err error) error {
 	t.opt.Log.Debug("IPFIX tcp send failed; closing the session", "collector", t.addr, "written", written, "error", err)
 	_ = t.closeConn()
 	return err
@@ -270,7 +277,7 @@ func (t *IPFIXTransport) failTCP(written int, err error) error {
 // ackedItems returns how many items are in messages the collector's
 // kernel acknowledged entirely, from the socket's unacknowledged byte
 // count. It must run before the connection is closed.
-func (t *IPFIXTransport) ackedItems(written int) int {
+func (t *Transport) ackedItems(written int) int {
 	unacked, err := t.unacked()
 	if err != nil {
 		return 0
@@ -288,7 +295,7 @@ func (t *IPFIXTransport) ackedItems(written int) int {
 
 // unacked returns the bytes written to the socket that the peer has not
 // acknowledged yet (SIOCOUTQ: sent but unacknowledged plus unsent).
-func (t *IPFIXTransport) unacked() (int, error) {
+func (t *Transport) unacked() (int, error) {
 	tc, ok := t.conn.(*net.TCPConn)
 	if !ok {
 		return 0, errors.New("not a TCP connection")
@@ -309,7 +316,7 @@ func (t *IPFIXTransport) unacked() (int, error) {
 }
 
 // tcpState returns the socket's TCP state and pending error.
-func (t *IPFIXTransport) tcpState() (state uint8, soErr error) {
+func (t *Transport) tcpState() (state uint8, soErr error) {
 	tc, ok := t.conn.(*net.TCPConn)
 	if !ok {
 		return 0, nil
@@ -337,7 +344,7 @@ const (
 
 // waitAcked waits until the collector's kernel has acknowledged every
 // byte written, the connection fails, ctx is done or deadline passes.
-func (t *IPFIXTransport) waitAcked(ctx context.Context, deadline time.Time) error {
+func (t *Transport) waitAcked(ctx context.Context, deadline time.Time) error {
 	wait := 200 * time.Microsecond
 	timer := time.NewTimer(0)
 	defer timer.Stop()

@@ -1,4 +1,4 @@
-package export
+package ipfix
 
 import (
 	"context"
@@ -12,10 +12,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
-func ipfixSendAll(t *testing.T, tr *IPFIXTransport, items [][]byte) {
+func ipfixSendAll(t *testing.T, tr *Transport, items [][]byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -32,7 +33,7 @@ func ipfixSendAll(t *testing.T, tr *IPFIXTransport, items [][]byte) {
 func TestIPFIXSequenceAndSizeLimit(t *testing.T) {
 	u := newUDPCollector(t)
 	const limit = 600
-	tr := NewIPFIXUDP(u.addr(), IPFIXOptions{MaxMessageSize: limit})
+	tr := newTransport("udp", u.addr(), options{MaxMessageSize: limit})
 	defer tr.Close()
 	var recs []flow.Record
 	for i := range 300 {
@@ -61,7 +62,7 @@ func TestIPFIXSequenceAndSizeLimit(t *testing.T) {
 		}
 		seq += uint32(len(m.Flows) + len(m.Selectors))
 		for _, s := range m.Selectors {
-			if s.Template == IPFIXTemplateSelector {
+			if s.Template == TemplateSelector {
 				selectors = append(selectors, s.ID)
 			}
 		}
@@ -91,7 +92,7 @@ func TestIPFIXSequenceAndSizeLimit(t *testing.T) {
 // before the first data record that refers to it, in the same message.
 func TestIPFIXSelectorBeforeFirstUse(t *testing.T) {
 	u := newUDPCollector(t)
-	tr := NewIPFIXUDP(u.addr(), IPFIXOptions{})
+	tr := newTransport("udp", u.addr(), options{})
 	defer tr.Close()
 	recs := []flow.Record{
 		ipfixTestRecord(0, false, 10), ipfixTestRecord(1, false, 10),
@@ -113,7 +114,7 @@ func TestIPFIXTemplateRefresh(t *testing.T) {
 	u := newUDPCollector(t)
 	start := time.Unix(1_800_000_000, 0)
 	clock := flow.NewManualClock(start)
-	tr := NewIPFIXUDP(u.addr(), IPFIXOptions{Clock: clock, TemplateRefresh: time.Minute, TemplateRefreshMessages: 4})
+	tr := newTransport("udp", u.addr(), options{Clock: clock, TemplateRefresh: time.Minute, TemplateRefreshMessages: 4})
 	defer tr.Close()
 	c := newIPFIXCollector(t)
 	send := func(i int, at time.Duration) ipfixMessage {
@@ -165,7 +166,7 @@ func TestIPFIXUDPConnectionRefused(t *testing.T) {
 	}
 	addr := pc.LocalAddr().String()
 	pc.Close()
-	tr := NewIPFIXUDP(addr, IPFIXOptions{})
+	tr := newTransport("udp", addr, options{})
 	defer tr.Close()
 	items := ipfixItems([]flow.Record{ipfixTestRecord(0, false, 1)})
 	var sendErr error
@@ -197,17 +198,17 @@ func TestIPFIXUDPConnectionRefused(t *testing.T) {
 }
 
 // TestIPFIXRejectsForeignItems: a malformed item stops Send after the
-// items before it went out, with a *RejectedError the pipeline drops.
+// items before it went out, with a *export.RejectedError the pipeline drops.
 func TestIPFIXRejectsForeignItems(t *testing.T) {
 	u := newUDPCollector(t)
-	tr := NewIPFIXUDP(u.addr(), IPFIXOptions{})
+	tr := newTransport("udp", u.addr(), options{})
 	defer tr.Close()
 	items := ipfixItems([]flow.Record{ipfixTestRecord(0, false, 1), ipfixTestRecord(1, false, 1)})
 	items = [][]byte{items[0], []byte(`{"kind":"flow"}`), items[1]}
 	n, err := tr.Send(context.Background(), items)
-	var rej *RejectedError
+	var rej *export.RejectedError
 	if n != 1 || !errors.As(err, &rej) {
-		t.Fatalf("Send = %d, %v; want 1, *RejectedError", n, err)
+		t.Fatalf("Send = %d, %v; want 1, *export.RejectedError", n, err)
 	}
 	ipfixSendAll(t, tr, items[2:])
 	var flows int
@@ -226,7 +227,7 @@ func TestIPFIXRejectsForeignItems(t *testing.T) {
 func TestIPFIXTCPStream(t *testing.T) {
 	col := newTCPCollector(t, 0)
 	clock := flow.NewManualClock(time.Unix(1_800_000_000, 0))
-	tr := NewIPFIXTCP(col.ln.Addr().String(), IPFIXOptions{ObservationDomainID: 9, Clock: clock, MaxMessageSize: 4000})
+	tr := newTransport("tcp", col.ln.Addr().String(), options{ObservationDomainID: 9, Clock: clock, MaxMessageSize: 4000})
 	defer tr.Close()
 	var recs []flow.Record
 	for i := range 500 {
@@ -266,7 +267,7 @@ func TestIPFIXTCPStream(t *testing.T) {
 // Send after Close.
 func TestIPFIXTCPReconnect(t *testing.T) {
 	col := newTCPCollector(t, 0)
-	tr := NewIPFIXTCP(col.ln.Addr().String(), IPFIXOptions{WriteTimeout: 2 * time.Second})
+	tr := newTransport("tcp", col.ln.Addr().String(), options{WriteTimeout: 2 * time.Second})
 	defer tr.Close()
 	items := ipfixItems([]flow.Record{ipfixTestRecord(0, false, 5), ipfixTestRecord(1, true, 5)})
 	ipfixSendAll(t, tr, items)
@@ -321,7 +322,7 @@ func TestIPFIXTCPReconnect(t *testing.T) {
 // collector can then indeed read.
 func TestIPFIXTCPUnacknowledged(t *testing.T) {
 	col := newTCPCollector(t, 4096)
-	tr := NewIPFIXTCP(col.ln.Addr().String(), IPFIXOptions{WriteTimeout: 500 * time.Millisecond, MaxMessageSize: 1400})
+	tr := newTransport("tcp", col.ln.Addr().String(), options{WriteTimeout: 500 * time.Millisecond, MaxMessageSize: 1400})
 	defer tr.Close()
 	var recs []flow.Record
 	for i := range 60000 {
@@ -352,7 +353,7 @@ func TestIPFIXTCPUnacknowledged(t *testing.T) {
 // read returns when its context is cancelled.
 func TestIPFIXTCPContextCancel(t *testing.T) {
 	col := newTCPCollector(t, 4096)
-	tr := NewIPFIXTCP(col.ln.Addr().String(), IPFIXOptions{WriteTimeout: time.Minute})
+	tr := newTransport("tcp", col.ln.Addr().String(), options{WriteTimeout: time.Minute})
 	defer tr.Close()
 	var recs []flow.Record
 	for i := range 60000 {
@@ -371,14 +372,14 @@ func TestIPFIXTCPContextCancel(t *testing.T) {
 }
 
 func TestIPFIXOptionsDefaults(t *testing.T) {
-	u := NewIPFIXUDP("127.0.0.1:1", IPFIXOptions{}).opt
+	u := newTransport("udp", "127.0.0.1:1", options{}).opt
 	if u.MaxMessageSize != 1400 || u.TemplateRefresh != time.Minute || u.TemplateRefreshMessages != 1000 {
 		t.Errorf("udp defaults: %+v", u)
 	}
-	if c := NewIPFIXTCP("127.0.0.1:1", IPFIXOptions{}).opt; c.MaxMessageSize != 65535 {
+	if c := newTransport("tcp", "127.0.0.1:1", options{}).opt; c.MaxMessageSize != 65535 {
 		t.Errorf("tcp message size %d", c.MaxMessageSize)
 	}
-	if c := NewIPFIXUDP("x:1", IPFIXOptions{MaxMessageSize: 100}).opt; c.MaxMessageSize != 512 {
+	if c := newTransport("udp", "x:1", options{MaxMessageSize: 100}).opt; c.MaxMessageSize != 512 {
 		t.Errorf("small message size raised to %d", c.MaxMessageSize)
 	}
 	if !strings.Contains(string(ipfixTemplateSets), string([]byte{0, 3})) {

@@ -1,199 +1,175 @@
-package export
+package kafka
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vigil-sensor/vigil/export"
+	"github.com/vigil-sensor/vigil/internal/config"
+	"github.com/vigil-sensor/vigil/internal/secret"
+	"github.com/vigil-sensor/vigil/internal/tlsclient"
 )
 
-// KafkaOptions configures the Kafka sink: the encoder (Format, Key,
-// Sensor) and the transport (everything else). docs/KAFKA.md describes
-// each field; the yaml names are the config keys. Zero fields take the
-// defaults of DefaultKafkaOptions.
-type KafkaOptions struct {
-	// Brokers are the seed brokers, "host:port" (port 9092 if left out).
-	// Required.
+// Config is one entry of export.kafka: the encoder (Records, Format,
+// Key) and the transport (everything else). docs/KAFKA.md describes
+// each key.
+type Config struct {
+	// Name is the sink's name; default kafka-N.
+	Name string `yaml:"name"`
+	// Brokers are the seed brokers, HOST:PORT. At least one.
 	Brokers []string `yaml:"brokers"`
-	// FlowsTopic receives flow records. Default "vigil-flows".
+	// Records is what the sink carries: flows, alerts or all.
+	Records string `yaml:"records"`
+	// FlowsTopic receives flow records.
 	FlowsTopic string `yaml:"flows_topic"`
-	// AlertsTopic receives alerts. Default "vigil-alerts". It may equal
-	// FlowsTopic: the content-type header tells the kinds apart.
+	// AlertsTopic receives alerts. It may equal FlowsTopic: the
+	// content-type header tells the kinds apart.
 	AlertsTopic string `yaml:"alerts_topic"`
-	// ClientID is the Kafka client.id, seen in broker logs and quotas.
-	// Default "vigil".
-	ClientID string `yaml:"client_id"`
 	// Format of record values: "json" (docs/FLOWS.md, one object, no
-	// newline) or "protobuf" (export/proto/vigil.proto). Default "json".
+	// newline) or "protobuf" (export/proto/vigil.proto).
 	Format string `yaml:"format"`
 	// Key chooses the Kafka record key of flows, and so their partition:
-	// "sensor" (Sensor: all of this sensor's flows in one partition, in
+	// "sensor" (the sensor's name: all of its flows in one partition, in
 	// order), "src_addr" or "dst_addr" (the address as text: one host's
-	// flows in one partition). Default "sensor". Alerts are always keyed
-	// by rule and key values, so one alert's start, updates and end stay
-	// in order.
+	// flows in one partition). Alerts are always keyed by rule and key
+	// values, so one alert's start, updates and end stay in order.
 	Key string `yaml:"key"`
-	// Sensor names this sensor: the "sensor" header of every record, and
-	// the key when Key is "sensor". Default: the host name.
-	Sensor string `yaml:"sensor"`
-	// Compression of record batches: "none", "gzip", "snappy", "lz4" or
-	// "zstd". Default "snappy".
+	// ClientID is the Kafka client.id, seen in broker logs and quotas.
+	ClientID string `yaml:"client_id"`
+	// Compression of record batches: none, gzip, snappy, lz4 or zstd.
 	Compression string `yaml:"compression"`
+	// SendTimeout bounds one Send: records not acknowledged by then are
+	// failed and sent again later (at least once).
+	SendTimeout config.Duration `yaml:"send_timeout"`
 	// RequestTimeout bounds how long a broker may take to answer one
 	// produce request (the request's timeout_ms), and dialing a broker.
-	// Default 10s.
-	RequestTimeout time.Duration `yaml:"request_timeout"`
-	// SendTimeout bounds one Send: records not acknowledged by then are
-	// failed and sent again later (at least once). Default 30s.
-	SendTimeout time.Duration `yaml:"send_timeout"`
-	// TLS to the brokers.
-	TLS KafkaTLS `yaml:"tls"`
+	RequestTimeout config.Duration `yaml:"request_timeout"`
+	// TLS to the brokers, when TLS.Enabled. Its files are read at each
+	// connect, so renewed certificates are picked up.
+	TLS tlsclient.Config `yaml:"tls"`
 	// SASL authentication.
-	SASL KafkaSASL `yaml:"sasl"`
+	SASL SASLConfig `yaml:"sasl"`
 }
 
-// KafkaTLS configures TLS to the brokers. Files are read each time the
-// transport connects, so renewed certificates are picked up.
-type KafkaTLS struct {
-	// Enable turns TLS on. The other fields require it.
-	Enable bool `yaml:"enabled"`
-	// CAFile is a PEM file of CA certificates that sign the brokers'
-	// certificates. Empty: the system's roots.
-	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are a PEM client certificate and its key, for
-	// brokers that require client certificates (mutual TLS). Both or
-	// neither.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ServerName is the name checked against the brokers' certificates.
-	// Empty: the host name of the broker dialed.
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify accepts any broker certificate. For tests only:
-	// it allows a man in the middle.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-// KafkaSASL configures SASL authentication.
-type KafkaSASL struct {
-	// Mechanism is "" (no SASL), "PLAIN", "SCRAM-SHA-256" or
-	// "SCRAM-SHA-512". PLAIN sends the password as is: use it with TLS.
+// SASLConfig is the sasl block.
+type SASLConfig struct {
+	// Mechanism is "" (no SASL), plain, scram-sha-256 or scram-sha-512.
+	// plain sends the password as is: use it with TLS.
 	Mechanism string `yaml:"mechanism"`
 	// Username to authenticate as. Required with a mechanism.
 	Username string `yaml:"username"`
-	// Password, or PasswordFile: a file holding it (one trailing newline
-	// is ignored), read at each connect. Exactly one with a mechanism.
-	Password     string `yaml:"password"`
+	// PasswordFile holds the password (read with secret.Read at each
+	// connect). Required with a mechanism.
 	PasswordFile string `yaml:"password_file"`
 }
 
-// Kafka option values.
+// Values of Config's keys.
 const (
-	KafkaFormatJSON     = "json"
-	KafkaFormatProtobuf = "protobuf"
+	FormatJSON     = "json"
+	FormatProtobuf = "protobuf"
 
-	KafkaKeySensor  = "sensor"
-	KafkaKeySrcAddr = "src_addr"
-	KafkaKeyDstAddr = "dst_addr"
+	KeySensor  = "sensor"
+	KeySrcAddr = "src_addr"
+	KeyDstAddr = "dst_addr"
 
-	KafkaSASLPlain       = "PLAIN"
-	KafkaSASLScramSHA256 = "SCRAM-SHA-256"
-	KafkaSASLScramSHA512 = "SCRAM-SHA-512"
+	SASLPlain       = "plain"
+	SASLScramSHA256 = "scram-sha-256"
+	SASLScramSHA512 = "scram-sha-512"
 )
 
-// DefaultKafkaOptions returns the defaults. Brokers and Sensor are
-// empty: Brokers must be given, and Sensor defaults to the host name
-// when the encoder is made.
-func DefaultKafkaOptions() KafkaOptions {
-	return KafkaOptions{
+// DefaultConfig returns the defaults of an entry. Brokers are empty:
+// they must be given.
+func DefaultConfig() Config {
+	return Config{
+		Records:        "all",
 		FlowsTopic:     "vigil-flows",
 		AlertsTopic:    "vigil-alerts",
+		Format:         FormatJSON,
+		Key:            KeySensor,
 		ClientID:       "vigil",
-		Format:         KafkaFormatJSON,
-		Key:            KafkaKeySensor,
 		Compression:    "snappy",
-		RequestTimeout: 10 * time.Second,
-		SendTimeout:    30 * time.Second,
+		SendTimeout:    config.Duration{D: 30 * time.Second},
+		RequestTimeout: config.Duration{D: 10 * time.Second},
 	}
 }
 
-// withDefaults returns o with its zero fields set to the defaults.
-func (o KafkaOptions) withDefaults() KafkaOptions {
-	d := DefaultKafkaOptions()
-	for _, f := range []struct {
-		v   *string
-		def string
-	}{
-		{&o.FlowsTopic, d.FlowsTopic}, {&o.AlertsTopic, d.AlertsTopic}, {&o.ClientID, d.ClientID},
-		{&o.Format, d.Format}, {&o.Key, d.Key}, {&o.Compression, d.Compression},
-	} {
-		if *f.v == "" {
-			*f.v = f.def
-		}
-	}
-	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = d.RequestTimeout
-	}
-	if o.SendTimeout <= 0 {
-		o.SendTimeout = d.SendTimeout
-	}
-	return o
-}
-
-// Validate reports the first problem of o (after defaults), naming the
-// field by its yaml key.
-func (o KafkaOptions) Validate() error {
-	o = o.withDefaults()
-	if len(o.Brokers) == 0 {
-		return errors.New("brokers: at least one broker is needed")
-	}
-	for _, b := range o.Brokers {
-		if strings.TrimSpace(b) == "" {
-			return errors.New("brokers: empty broker address")
-		}
-	}
-	if _, err := kafkaFormat(o.Format); err != nil {
+// UnmarshalYAML decodes an entry over DefaultConfig: YAML gives a list
+// element only the keys it names.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Config
+	p := plain(DefaultConfig())
+	if err := unmarshal(&p); err != nil {
 		return err
 	}
-	if _, err := kafkaKey(o.Key); err != nil {
-		return err
-	}
-	if _, err := kafkaCompression(o.Compression); err != nil {
-		return err
-	}
-	t := o.TLS
-	if !t.Enable && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify) {
-		return errors.New("tls: settings given but tls.enabled is false")
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return errors.New("tls: cert_file and key_file go together")
-	}
-	s := o.SASL
-	switch s.Mechanism {
-	case "":
-		if s.Username != "" || s.Password != "" || s.PasswordFile != "" {
-			return errors.New("sasl.mechanism: credentials given but no mechanism")
-		}
-		return nil
-	case KafkaSASLPlain, KafkaSASLScramSHA256, KafkaSASLScramSHA512:
-	default:
-		return fmt.Errorf("sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
-	}
-	if s.Username == "" {
-		return errors.New("sasl.username: required with a mechanism")
-	}
-	if (s.Password == "") == (s.PasswordFile == "") {
-		return errors.New("sasl: give exactly one of password and password_file")
-	}
+	*c = Config(p)
 	return nil
+}
+
+// Validate checks the entry as the encoder and transport will use it,
+// files included, at paths relative to the entry (tls.ca_file).
+func (c Config) Validate() config.Problems {
+	var p config.Problems
+	if len(c.Brokers) == 0 {
+		p.Add("brokers", "at least one broker is required")
+	}
+	for i, b := range c.Brokers {
+		p.HostPort(fmt.Sprintf("brokers[%d]", i), b)
+	}
+	p.OneOf("records", c.Records, export.RecordsValues...)
+	for _, k := range []struct{ key, v string }{{"flows_topic", c.FlowsTopic}, {"alerts_topic", c.AlertsTopic}, {"client_id", c.ClientID}} {
+		if k.v == "" {
+			p.Add(k.key, "must not be empty")
+		}
+	}
+	if _, err := kafkaFormat(c.Format); err != nil {
+		p.OneOf("format", c.Format, FormatJSON, FormatProtobuf)
+	}
+	if _, err := kafkaKey(c.Key); err != nil {
+		p.OneOf("key", c.Key, KeySensor, KeySrcAddr, KeyDstAddr)
+	}
+	if _, err := kafkaCompression(c.Compression); err != nil {
+		p.OneOf("compression", c.Compression, "none", "gzip", "snappy", "lz4", "zstd")
+	}
+	p.Duration("send_timeout", c.SendTimeout, false)
+	p.Duration("request_timeout", c.RequestTimeout, false)
+	p.In("tls", c.TLS.Validate())
+	if set := c.TLS.Set(); !c.TLS.Enabled && len(set) > 0 {
+		// TLS stays off unless asked for: a CA file alone must not
+		// leave the user believing the brokers are reached over TLS.
+		p.Add("tls."+set[0], "set, but tls.enabled is not true: add `enabled: true` to use TLS (without it the brokers are reached in plain text and %s ignored)", strings.Join(set, ", "))
+	}
+	p.In("sasl", c.SASL.validate())
+	return p
+}
+
+func (s SASLConfig) validate() config.Problems {
+	var p config.Problems
+	if s.Mechanism == "" {
+		if s.Username != "" || s.PasswordFile != "" {
+			p.Add("mechanism", "is required with a username or password_file (%s, %s or %s)", SASLPlain, SASLScramSHA256, SASLScramSHA512)
+		}
+		return p
+	}
+	p.OneOf("mechanism", s.Mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
+	if s.Username == "" {
+		p.Add("username", "is required with a SASL mechanism")
+	}
+	if s.PasswordFile == "" {
+		p.Add("password_file", "is required with a SASL mechanism: a file holding the password")
+	} else if _, err := secret.Read(s.PasswordFile); err != nil {
+		p.Add("password_file", "%v", err)
+	}
+	return p
 }
 
 func kafkaFormat(s string) (byte, error) {
 	switch s {
-	case KafkaFormatJSON:
+	case FormatJSON:
 		return kafkaFmtJSON, nil
-	case KafkaFormatProtobuf:
+	case FormatProtobuf:
 		return kafkaFmtProtobuf, nil
 	}
 	return 0, fmt.Errorf("format: %q is not json or protobuf", s)
@@ -201,11 +177,11 @@ func kafkaFormat(s string) (byte, error) {
 
 func kafkaKey(s string) (byte, error) {
 	switch s {
-	case KafkaKeySensor:
+	case KeySensor:
 		return kafkaKeySensor, nil
-	case KafkaKeySrcAddr:
+	case KeySrcAddr:
 		return kafkaKeySrc, nil
-	case KafkaKeyDstAddr:
+	case KeyDstAddr:
 		return kafkaKeyDst, nil
 	}
 	return 0, fmt.Errorf("key: %q is not sensor, src_addr or dst_addr", s)

@@ -1,11 +1,11 @@
-package export
+package kafka
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
@@ -32,42 +32,40 @@ const (
 	kafkaKeyDst    = 3
 )
 
-// KafkaEncoder makes Kafka spool items of flows and alerts. It is not
+// Encoder makes Kafka spool items of flows and alerts. It is not
 // safe for concurrent use.
-type KafkaEncoder struct {
+type Encoder struct {
+	kinds  export.Kinds
 	format byte
 	key    byte
 	sensor string
 	ifname func(uint32) string
 }
 
-// NewKafkaEncoder returns an encoder for o.Format, o.Key and o.Sensor
-// (the host name when empty). ifname names interfaces by index for the
-// "interface" field; it may be nil.
-func NewKafkaEncoder(o KafkaOptions, ifname func(uint32) string) (*KafkaEncoder, error) {
-	o = o.withDefaults()
-	format, err := kafkaFormat(o.Format)
+// NewEncoder returns an encoder for c.Records, c.Format and c.Key, of
+// items from sensor (the "sensor" header, and the key when c.Key is
+// "sensor"). ifname names interfaces by index for the "interface"
+// field; it may be nil.
+func NewEncoder(c Config, sensor string, ifname func(uint32) string) (*Encoder, error) {
+	format, err := kafkaFormat(c.Format)
 	if err != nil {
 		return nil, err
 	}
-	key, err := kafkaKey(o.Key)
+	key, err := kafkaKey(c.Key)
 	if err != nil {
 		return nil, err
 	}
-	sensor := o.Sensor
 	if sensor == "" {
-		if sensor, err = os.Hostname(); err != nil || sensor == "" {
-			return nil, fmt.Errorf("sensor: not set and no host name: %v", err)
-		}
+		return nil, errors.New("no sensor name")
 	}
-	return &KafkaEncoder{format: format, key: key, sensor: sensor, ifname: ifname}, nil
+	return &Encoder{kinds: export.KindsOf(c.Records), format: format, key: key, sensor: sensor, ifname: ifname}, nil
 }
 
-// Kinds returns flows and alerts.
-func (e *KafkaEncoder) Kinds() Kinds { return KindFlows | KindAlerts }
+// Kinds returns what c.Records selects.
+func (e *Encoder) Kinds() export.Kinds { return e.kinds }
 
 // AppendFlow appends one item for r to dst.
-func (e *KafkaEncoder) AppendFlow(dst []byte, r *flow.Record) []byte {
+func (e *Encoder) AppendFlow(dst []byte, r *flow.Record) []byte {
 	dst = append(dst, kafkaItemV1, kafkaKindFlow, e.format)
 	dst = binary.AppendUvarint(dst, uint64(len(e.sensor)))
 	dst = append(dst, e.sensor...)
@@ -86,14 +84,14 @@ func (e *KafkaEncoder) AppendFlow(dst []byte, r *flow.Record) []byte {
 		dst[at] = byte(len(dst) - at - 1)
 	}
 	if e.format == kafkaFmtProtobuf {
-		return AppendFlowProto(dst, r, e.ifname)
+		return export.AppendFlowProto(dst, r, e.ifname)
 	}
-	return AppendFlowJSON(dst, r, e.ifname)
+	return export.AppendFlowJSON(dst, r, e.ifname)
 }
 
 // AppendAlert appends one item for a to dst. Its key is the rule and the
 // alert's key values, "rule/name=value/name=value".
-func (e *KafkaEncoder) AppendAlert(dst []byte, a *flow.Alert) []byte {
+func (e *Encoder) AppendAlert(dst []byte, a *flow.Alert) []byte {
 	dst = append(dst, kafkaItemV1, kafkaKindAlert, e.format)
 	dst = binary.AppendUvarint(dst, uint64(len(e.sensor)))
 	dst = append(dst, e.sensor...)
@@ -110,9 +108,9 @@ func (e *KafkaEncoder) AppendAlert(dst []byte, a *flow.Alert) []byte {
 		dst = append(dst, kv.Value...)
 	}
 	if e.format == kafkaFmtProtobuf {
-		return AppendAlertProto(dst, a)
+		return export.AppendAlertProto(dst, a)
 	}
-	return AppendAlertJSON(dst, a)
+	return export.AppendAlertJSON(dst, a)
 }
 
 // kafkaItem is a parsed spool item; its slices point into the item.

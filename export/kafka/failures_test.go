@@ -1,4 +1,4 @@
-package export
+package kafka
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
@@ -27,8 +28,8 @@ func TestKafkaBrokerDownAndBack(t *testing.T) {
 		ports = append(ports, n)
 	}
 	o := kafkaTestOptions(addrs)
-	o.SendTimeout = 3 * time.Second
-	o.RequestTimeout = time.Second
+	o.SendTimeout.D = 3 * time.Second
+	o.RequestTimeout.D = time.Second
 	tr := newTestKafkaTransport(t, o)
 	e := newTestKafkaEncoder(t, o)
 	var before, after [][]byte
@@ -49,14 +50,14 @@ func TestKafkaBrokerDownAndBack(t *testing.T) {
 	if err == nil || n != 0 {
 		t.Fatalf("Send to a closed cluster = %d, %v; want 0 and an error", n, err)
 	}
-	if d := time.Since(start); d > o.SendTimeout+kafkaCloseGrace {
-		t.Errorf("Send to a closed cluster took %v, send_timeout is %v", d, o.SendTimeout)
+	if d := time.Since(start); d > o.SendTimeout.D+kafkaCloseGrace {
+		t.Errorf("Send to a closed cluster took %v, send_timeout is %v", d, o.SendTimeout.D)
 	}
 	t.Logf("cluster down after %v: %v", time.Since(start), err)
 
 	// So does the caller's context, when it ends first.
 	long := o
-	long.SendTimeout = time.Minute
+	long.SendTimeout.D = time.Minute
 	tr2 := newTestKafkaTransport(t, long)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	start = time.Now()
@@ -118,8 +119,8 @@ func TestKafkaSilentBroker(t *testing.T) {
 		}
 	}()
 	o := kafkaTestOptions([]string{ln.Addr().String()})
-	o.SendTimeout = 2 * time.Second
-	o.RequestTimeout = time.Second
+	o.SendTimeout.D = 2 * time.Second
+	o.RequestTimeout.D = time.Second
 	e := newTestKafkaEncoder(t, o)
 	r := kafkaTestFlow(1, 1)
 	start := time.Now()
@@ -127,7 +128,7 @@ func TestKafkaSilentBroker(t *testing.T) {
 	if err == nil || n != 0 {
 		t.Fatalf("Send to a silent broker = %d, %v", n, err)
 	}
-	if d := time.Since(start); d > o.SendTimeout+kafkaCloseGrace {
+	if d := time.Since(start); d > o.SendTimeout.D+kafkaCloseGrace {
 		t.Errorf("Send to a silent broker took %v", d)
 	}
 }
@@ -138,7 +139,7 @@ func TestKafkaLeadingPrefix(t *testing.T) {
 	c := newKafkaCluster(t)
 	o := kafkaTestOptions(c.ListenAddrs())
 	o.AlertsTopic = "no-such-topic" // kfake does not create topics here
-	o.SendTimeout = 3 * time.Second
+	o.SendTimeout.D = 3 * time.Second
 	e := newTestKafkaEncoder(t, o)
 	x := &kafkaExpect{byValue: make(map[string]kafkaSent)}
 	var items [][]byte
@@ -161,7 +162,7 @@ func TestKafkaLeadingPrefix(t *testing.T) {
 	x.check(t, kafkaConsume(t, o.Brokers, len(x.byValue), []string{kafkaTestFlowsTopic}))
 }
 
-// An item that can never be sent ends the send with a *RejectedError at
+// An item that can never be sent ends the send with a *export.RejectedError at
 // its index, after the items before it were acknowledged.
 func TestKafkaRejectedItems(t *testing.T) {
 	c := newKafkaCluster(t)
@@ -189,9 +190,9 @@ func TestKafkaRejectedItems(t *testing.T) {
 		{"too large", [][]byte{good[2], good[3], huge, good[5]}, 2},
 	} {
 		n, err := tr.Send(context.Background(), tc.items)
-		var rej *RejectedError
+		var rej *export.RejectedError
 		if n != tc.want || !errors.As(err, &rej) {
-			t.Errorf("%s: Send = %d, %v; want %d and a *RejectedError", tc.name, n, err, tc.want)
+			t.Errorf("%s: Send = %d, %v; want %d and a *export.RejectedError", tc.name, n, err, tc.want)
 		}
 		t.Logf("%s: %v", tc.name, err)
 	}

@@ -1,4 +1,4 @@
-package export
+package kafka
 
 import (
 	"context"
@@ -14,8 +14,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/internal/testutil"
+	"github.com/vigil-sensor/vigil/internal/tlsclient"
 )
 
 const (
@@ -36,30 +38,35 @@ func newKafkaCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-func kafkaTestOptions(brokers []string) KafkaOptions {
-	o := DefaultKafkaOptions()
+func kafkaTestOptions(brokers []string) Config {
+	o := DefaultConfig()
 	o.Brokers = brokers
-	o.Sensor = "sensor-1"
-	o.RequestTimeout = 2 * time.Second
-	o.SendTimeout = 10 * time.Second
+	o.RequestTimeout.D = 2 * time.Second
+	o.SendTimeout.D = 10 * time.Second
 	return o
 }
 
-func newTestKafkaTransport(t testing.TB, o KafkaOptions) *KafkaTransport {
+func newTestKafkaTransport(t testing.TB, o Config) *Transport {
 	t.Helper()
-	tr, err := NewKafkaTransport(o, nil)
+	tr, err := NewTransport(o, nil)
 	if err != nil {
-		t.Fatalf("NewKafkaTransport: %v", err)
+		t.Fatalf("NewTransport: %v", err)
 	}
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr
 }
 
-func newTestKafkaEncoder(t testing.TB, o KafkaOptions) *KafkaEncoder {
+// newTestKafkaEncoder makes items of o from sensor-1.
+func newTestKafkaEncoder(t testing.TB, o Config) *Encoder {
 	t.Helper()
-	e, err := NewKafkaEncoder(o, func(i uint32) string { return "eth" + strconv.Itoa(int(i)) })
+	return newTestKafkaEncoderFor(t, o, "sensor-1")
+}
+
+func newTestKafkaEncoderFor(t testing.TB, o Config, sensor string) *Encoder {
+	t.Helper()
+	e, err := NewEncoder(o, sensor, func(i uint32) string { return "eth" + strconv.Itoa(int(i)) })
 	if err != nil {
-		t.Fatalf("NewKafkaEncoder: %v", err)
+		t.Fatalf("NewEncoder: %v", err)
 	}
 	return e
 }
@@ -172,7 +179,7 @@ func (x *kafkaExpect) check(t *testing.T, got []*kgo.Record) {
 	}
 }
 
-func kafkaSendAll(t *testing.T, tr *KafkaTransport, items [][]byte, batch int) {
+func kafkaSendAll(t *testing.T, tr *Transport, items [][]byte, batch int) {
 	t.Helper()
 	for len(items) > 0 {
 		b := items[:min(batch, len(items))]
@@ -187,7 +194,7 @@ func kafkaSendAll(t *testing.T, tr *KafkaTransport, items [][]byte, batch int) {
 }
 
 func TestKafkaDeliveryOrderAndKeys(t *testing.T) {
-	for _, format := range []string{KafkaFormatJSON, KafkaFormatProtobuf} {
+	for _, format := range []string{FormatJSON, FormatProtobuf} {
 		t.Run(format, func(t *testing.T) {
 			c := newKafkaCluster(t)
 			o := kafkaTestOptions(c.ListenAddrs())
@@ -196,11 +203,9 @@ func TestKafkaDeliveryOrderAndKeys(t *testing.T) {
 
 			// Four sensors, keyed by sensor, and their alerts, interleaved.
 			const hosts, perHost, alertKeys = 4, 400, 5
-			var encs []*KafkaEncoder
+			var encs []*Encoder
 			for h := range hosts {
-				oh := o
-				oh.Sensor = fmt.Sprintf("host-%d", h)
-				encs = append(encs, newTestKafkaEncoder(t, oh))
+				encs = append(encs, newTestKafkaEncoderFor(t, o, fmt.Sprintf("host-%d", h)))
 			}
 			x := &kafkaExpect{byValue: make(map[string]kafkaSent)}
 			alertSeq := make([]int, alertKeys)
@@ -231,7 +236,7 @@ func TestKafkaDeliveryOrderAndKeys(t *testing.T) {
 
 			// Values decode as what was sent, by topic.
 			for _, r := range got[:min(len(got), 50)] {
-				if format == KafkaFormatJSON {
+				if format == FormatJSON {
 					var v struct{ Kind string }
 					if err := json.Unmarshal(r.Value, &v); err != nil {
 						t.Fatalf("JSON value: %v", err)
@@ -246,7 +251,7 @@ func TestKafkaDeliveryOrderAndKeys(t *testing.T) {
 }
 
 func TestKafkaKeyByAddress(t *testing.T) {
-	for _, key := range []string{KafkaKeySrcAddr, KafkaKeyDstAddr} {
+	for _, key := range []string{KeySrcAddr, KeyDstAddr} {
 		t.Run(key, func(t *testing.T) {
 			o := kafkaTestOptions(newKafkaCluster(t).ListenAddrs())
 			o.Key = key
@@ -255,13 +260,13 @@ func TestKafkaKeyByAddress(t *testing.T) {
 			seqs := make(map[string]int)
 			for seq := range 700 {
 				r := kafkaTestFlow(seq%3, seq)
-				if key == KafkaKeyDstAddr {
+				if key == KeyDstAddr {
 					r.Key.SrcAddr, r.Key.DstAddr = r.Key.DstAddr, r.Key.SrcAddr
 				}
 				item := e.AppendFlow(nil, &r)
 				it, _ := parseKafkaItem(item)
 				want := r.Key.Src().String()
-				if key == KafkaKeyDstAddr {
+				if key == KeyDstAddr {
 					want = r.Key.Dst().String()
 				}
 				if string(it.key) != want {
@@ -280,29 +285,28 @@ func TestKafkaKeyByAddress(t *testing.T) {
 }
 
 func TestKafkaEncoderItems(t *testing.T) {
-	o := DefaultKafkaOptions()
-	o.Sensor = "edge-7"
-	rec := pbTestFlows()[1] // IPv6
-	alert := pbTestAlerts()[0]
+	o := DefaultConfig()
+	rec := testFlowV6
+	alert := testAlert
 	ifname := func(uint32) string { return "ens5" }
-	for _, format := range []string{KafkaFormatJSON, KafkaFormatProtobuf} {
-		for _, key := range []string{KafkaKeySensor, KafkaKeySrcAddr, KafkaKeyDstAddr} {
+	for _, format := range []string{FormatJSON, FormatProtobuf} {
+		for _, key := range []string{KeySensor, KeySrcAddr, KeyDstAddr} {
 			o.Format, o.Key = format, key
-			e, err := NewKafkaEncoder(o, ifname)
+			e, err := NewEncoder(o, "edge-7", ifname)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e.Kinds() != KindFlows|KindAlerts {
-				t.Errorf("Kinds() = %v", e.Kinds())
+			if e.Kinds() != export.KindFlows|export.KindAlerts {
+				t.Errorf("export.Kinds() = %v", e.Kinds())
 			}
 			it, err := parseKafkaItem(e.AppendFlow([]byte("x"), &rec)[1:])
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantKey := map[string]string{KafkaKeySensor: "edge-7", KafkaKeySrcAddr: "2001:db8::1", KafkaKeyDstAddr: "2001:db8:ffff::abcd"}[key]
-			wantValue := AppendFlowJSON(nil, &rec, ifname)
-			if format == KafkaFormatProtobuf {
-				wantValue = AppendFlowProto(nil, &rec, ifname)
+			wantKey := map[string]string{KeySensor: "edge-7", KeySrcAddr: "2001:db8::1", KeyDstAddr: "2001:db8:ffff::abcd"}[key]
+			wantValue := export.AppendFlowJSON(nil, &rec, ifname)
+			if format == FormatProtobuf {
+				wantValue = export.AppendFlowProto(nil, &rec, ifname)
 			}
 			if it.kind != kafkaKindFlow || string(it.sensor) != "edge-7" || string(it.key) != wantKey || string(it.value) != string(wantValue) {
 				t.Errorf("%s/%s flow item: kind %d sensor %q key %q value %q", format, key, it.kind, it.sensor, it.key, it.value)
@@ -311,9 +315,9 @@ func TestKafkaEncoderItems(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantValue = AppendAlertJSON(nil, &alert)
-			if format == KafkaFormatProtobuf {
-				wantValue = AppendAlertProto(nil, &alert)
+			wantValue = export.AppendAlertJSON(nil, &alert)
+			if format == FormatProtobuf {
+				wantValue = export.AppendAlertProto(nil, &alert)
 			}
 			if it.kind != kafkaKindAlert || string(it.key) != "syn_flood/dst_addr=198.51.100.7/dst_port=443" || string(it.value) != string(wantValue) {
 				t.Errorf("%s/%s alert item: kind %d key %q value %q", format, key, it.kind, it.key, it.value)
@@ -328,8 +332,8 @@ func TestKafkaEncoderItems(t *testing.T) {
 		}
 	}
 	// Every truncation of an item is rejected, never misread.
-	o.Format, o.Key = KafkaFormatJSON, KafkaKeySensor
-	e, _ := NewKafkaEncoder(o, nil)
+	o.Format, o.Key = FormatJSON, KeySensor
+	e, _ := NewEncoder(o, "edge-7", nil)
 	item := e.AppendFlow(nil, &rec)
 	for i := range 3 + 1 + len("edge-7") + 1 + len("edge-7") {
 		if _, err := parseKafkaItem(item[:i]); err == nil {
@@ -338,41 +342,96 @@ func TestKafkaEncoderItems(t *testing.T) {
 	}
 }
 
-func TestKafkaOptionsValidate(t *testing.T) {
-	ok := DefaultKafkaOptions()
+// Validate names the key to fix, relative to the entry, and the
+// transport refuses whatever Validate refuses.
+func TestConfigValidate(t *testing.T) {
+	ok := DefaultConfig()
 	ok.Brokers = []string{"127.0.0.1:9092"}
-	if err := ok.Validate(); err != nil {
-		t.Fatalf("defaults with a broker: %v", err)
+	if p := ok.Validate(); len(p) > 0 {
+		t.Fatalf("defaults with a broker: %v", p)
 	}
-	if err := (KafkaOptions{Brokers: []string{"k:9092"}}).Validate(); err != nil {
-		t.Errorf("zero options with a broker: %v", err)
-	}
-	for want, change := range map[string]func(*KafkaOptions){
-		"brokers:":                 func(o *KafkaOptions) { o.Brokers = nil },
-		"brokers: empty":           func(o *KafkaOptions) { o.Brokers = []string{" "} },
-		"format:":                  func(o *KafkaOptions) { o.Format = "avro" },
-		"key:":                     func(o *KafkaOptions) { o.Key = "proto" },
-		"compression:":             func(o *KafkaOptions) { o.Compression = "brotli" },
-		"tls: settings":            func(o *KafkaOptions) { o.TLS.CAFile = "/ca.pem" },
-		"tls: cert_file":           func(o *KafkaOptions) { o.TLS = KafkaTLS{Enable: true, CertFile: "c.pem"} },
-		"sasl.mechanism: \"GSSAPI": func(o *KafkaOptions) { o.SASL = KafkaSASL{Mechanism: "GSSAPI", Username: "u", Password: "p"} },
-		"sasl.mechanism: cred":     func(o *KafkaOptions) { o.SASL = KafkaSASL{Username: "u"} },
-		"sasl.username:":           func(o *KafkaOptions) { o.SASL = KafkaSASL{Mechanism: "PLAIN", Password: "p"} },
-		"sasl: give exactly":       func(o *KafkaOptions) { o.SASL = KafkaSASL{Mechanism: "PLAIN", Username: "u"} },
+	pass := passwordFile(t, "p\n")
+	empty := passwordFile(t, "\n")
+	for field, change := range map[string]func(*Config){
+		"brokers":            func(o *Config) { o.Brokers = nil },
+		"brokers[0]":         func(o *Config) { o.Brokers = []string{" "} },
+		"records":            func(o *Config) { o.Records = "packets" },
+		"flows_topic":        func(o *Config) { o.FlowsTopic = "" },
+		"format":             func(o *Config) { o.Format = "avro" },
+		"key":                func(o *Config) { o.Key = "proto" },
+		"compression":        func(o *Config) { o.Compression = "brotli" },
+		"send_timeout":       func(o *Config) { o.SendTimeout.D = 0 },
+		"tls.ca_file":        func(o *Config) { o.TLS.CAFile = "../../internal/tlsclient/testdata/ca.pem" },
+		"tls.server_name":    func(o *Config) { o.TLS.ServerName = "kafka.example" },
+		"tls.key_file":       func(o *Config) { o.TLS = tlsclient.Config{Enabled: true, CertFile: "c.pem"} },
+		"sasl.mechanism":     func(o *Config) { o.SASL = SASLConfig{Mechanism: "GSSAPI", Username: "u", PasswordFile: pass} },
+		"sasl.username":      func(o *Config) { o.SASL = SASLConfig{Mechanism: SASLPlain, PasswordFile: pass} },
+		"sasl.password_file": func(o *Config) { o.SASL = SASLConfig{Mechanism: SASLPlain, Username: "u"} },
 	} {
 		o := ok
 		change(&o)
-		err := o.Validate()
-		if err == nil || !strings.HasPrefix(err.Error(), want) {
-			t.Errorf("want an error starting %q, got %v", want, err)
+		p := o.Validate()
+		if len(p) != 1 || p[0].Field != field {
+			t.Errorf("want one problem at %s, got %v", field, p)
 		}
-		if _, err := NewKafkaTransport(o, nil); err == nil {
-			t.Errorf("NewKafkaTransport accepted options failing with %q", want)
+		if _, err := NewTransport(o, nil); err == nil {
+			t.Errorf("NewTransport accepted a config with a problem at %s", field)
+		}
+	}
+	for _, change := range []func(*Config){
+		func(o *Config) { o.SASL = SASLConfig{Username: "u"} },
+		func(o *Config) { o.SASL = SASLConfig{Mechanism: SASLScramSHA512, Username: "u", PasswordFile: empty} },
+		func(o *Config) { o.SASL = SASLConfig{Mechanism: SASLScramSHA512, Username: "u", PasswordFile: pass + ".missing"} },
+	} {
+		o := ok
+		change(&o)
+		if p := o.Validate(); len(p) != 1 || !strings.HasPrefix(p[0].Field, "sasl.") {
+			t.Errorf("%+v: want one sasl problem, got %v", o.SASL, p)
 		}
 	}
 	o := ok
-	o.TLS = KafkaTLS{Enable: true, CAFile: filepath.Join(t.TempDir(), "missing.pem")}
-	if _, err := NewKafkaTransport(o, nil); err == nil || !strings.Contains(err.Error(), "tls.ca_file") {
+	o.TLS = tlsclient.Config{Enabled: true, CAFile: filepath.Join(t.TempDir(), "missing.pem")}
+	if _, err := NewTransport(o, nil); err == nil || !strings.Contains(err.Error(), "tls.ca_file") {
 		t.Errorf("missing CA file: %v", err)
 	}
 }
+
+// testFlowV4, testFlowV6 and testAlert are records of every field.
+var (
+	testFlowV4 = flow.Record{
+		Key: flow.Key{
+			SrcAddr: netip.MustParseAddr("192.0.2.10").As16(), DstAddr: netip.MustParseAddr("198.51.100.7").As16(),
+			Ifindex: 2, SrcPort: 51514, DstPort: 443, Proto: 6, Direction: flow.Ingress, IPVersion: 4, VLAN: 100,
+		},
+		Start: 1_795_000_000_123_456_789, End: 1_795_000_004_250_000_000,
+		SampledPackets: 12, SampledBytes: 14560, Packets: 1200, Bytes: 1456000, Samples: 12, RateSum: 1200,
+		PacketsVar: 12 * 100 * 99, BytesVar: 12 * 100 * 99 * 1213 * 1213, MaxPacketsW: 99, MaxBytesW: 99 * 1213,
+		TCPFlags: flow.TCPSyn | flow.TCPAck | flow.TCPFin | flow.TCPPsh, TOS: 0x10, MinTTL: 57, MaxTTL: 64, EndReason: flow.EndTCP,
+	}
+	testFlowV6 = flow.Record{
+		Key: flow.Key{
+			SrcAddr: netip.MustParseAddr("2001:db8::1").As16(), DstAddr: netip.MustParseAddr("2001:db8:ffff::abcd").As16(),
+			Ifindex: 70000, VNI: 0xabcdef, SrcPort: 53, DstPort: 40000, Proto: 17, Direction: flow.Egress, IPVersion: 6,
+			VLAN: 4094, InnerVLAN: 7, Tunnel: flow.TunnelGENEVE,
+		},
+		Start: 1_795_000_000_000_000_000, End: 1_795_000_060_000_000_001,
+		SampledPackets: 3, SampledBytes: 300, Packets: 3 << 40, Bytes: 1 << 62, Samples: 3, RateSum: 3001,
+		PacketsVar: 1e25, BytesVar: 1e37, MaxPacketsW: 1 << 40, MaxBytesW: 1 << 61,
+		TOS: 0xb8, MinTTL: 1, MaxTTL: 255, EndReason: flow.EndActive,
+	}
+	testAlert = flow.Alert{
+		ID: "a-0001", Rule: "syn_flood", State: flow.AlertStart, Severity: flow.SeverityHigh,
+		Key:  []flow.KeyValue{{Name: "dst_addr", Value: "198.51.100.7"}, {Name: "dst_port", Value: "443"}},
+		Time: 1_795_000_010_000_000_000, Start: 1_795_000_000_000_000_001, End: 1_795_000_009_999_999_999,
+		Packets: 1_000_000, Bytes: 64_000_000, PacketsCI: flow.Interval{Lo: 994_000, Hi: 1_006_100}, BytesCI: flow.Interval{Lo: 63_500_000, Hi: 64_600_000},
+		PeakPPS: 123456.789, PeakBPS: 9.87654321e9, CurrentPPS: 100000.5, CurrentBPS: 1e-3,
+		CurrentPPSCI: flow.RateInterval{Lo: 99000.25, Hi: 101000.75}, CurrentBPSCI: flow.RateInterval{Lo: 0, Hi: 8e-3},
+		TopSources:      []flow.Top{{Value: "192.0.2.1", Packets: 500000}, {Value: "2001:db8::7", Packets: 1}, {Value: "", Packets: 0}},
+		TopDestinations: []flow.Top{{Value: "198.51.100.7", Packets: 1_000_000}},
+		TopPorts:        []flow.Top{{Value: "443", Packets: 999_000}, {Value: "80", Packets: 1000}},
+		SamplingRate:    100,
+		Techniques:      []string{"T1498.001", "", "T1499"},
+		Summary:         "SYN flood against 198.51.100.7:443 — 100k pps",
+		Service:         "https",
+	}
+)

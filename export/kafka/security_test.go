@@ -1,4 +1,4 @@
-package export
+package kafka
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,21 +21,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/vigil-sensor/vigil/internal/tlsclient"
 )
 
 func TestKafkaSASL(t *testing.T) {
-	for _, mech := range []string{KafkaSASLPlain, KafkaSASLScramSHA256, KafkaSASLScramSHA512} {
+	for _, mech := range []string{SASLPlain, SASLScramSHA256, SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
-			c := newKafkaCluster(t, kfake.EnableSASL(), kfake.Superuser(mech, "vigil", "s3cret"))
+			c := newKafkaCluster(t, kfake.EnableSASL(), kfake.Superuser(strings.ToUpper(mech), "vigil", "s3cret"))
 			o := kafkaTestOptions(c.ListenAddrs())
-			o.SASL = KafkaSASL{Mechanism: mech, Username: "vigil", Password: "s3cret"}
-			if mech == KafkaSASLScramSHA512 {
-				pf := filepath.Join(t.TempDir(), "password")
-				if err := os.WriteFile(pf, []byte("s3cret\n"), 0o600); err != nil {
-					t.Fatal(err)
-				}
-				o.SASL.Password, o.SASL.PasswordFile = "", pf
-			}
+			o.SASL = SASLConfig{Mechanism: mech, Username: "vigil", PasswordFile: passwordFile(t, "s3cret\n")}
 			x := &kafkaExpect{byValue: make(map[string]kafkaSent)}
 			e := newTestKafkaEncoder(t, o)
 			for seq := range 50 {
@@ -45,9 +41,9 @@ func TestKafkaSASL(t *testing.T) {
 
 			var m kgo.Opt
 			switch mech {
-			case KafkaSASLPlain:
+			case SASLPlain:
 				m = kgo.SASL(plain.Auth{User: "vigil", Pass: "s3cret"}.AsMechanism())
-			case KafkaSASLScramSHA256:
+			case SASLScramSHA256:
 				m = kgo.SASL(scram.Auth{User: "vigil", Pass: "s3cret"}.AsSha256Mechanism())
 			default:
 				m = kgo.SASL(scram.Auth{User: "vigil", Pass: "s3cret"}.AsSha512Mechanism())
@@ -56,14 +52,14 @@ func TestKafkaSASL(t *testing.T) {
 
 			// A wrong password fails within the send timeout, nothing acknowledged.
 			bad := o
-			bad.SASL = KafkaSASL{Mechanism: mech, Username: "vigil", Password: "wrong"}
-			bad.SendTimeout = 2 * time.Second
+			bad.SASL = SASLConfig{Mechanism: mech, Username: "vigil", PasswordFile: passwordFile(t, "wrong")}
+			bad.SendTimeout.D = 2 * time.Second
 			start := time.Now()
 			n, err := newTestKafkaTransport(t, bad).Send(context.Background(), x.items[:5])
 			if err == nil || n != 0 {
 				t.Fatalf("Send with a wrong password = %d, %v; want 0 and an error", n, err)
 			}
-			if d := time.Since(start); d > bad.SendTimeout+kafkaCloseGrace {
+			if d := time.Since(start); d > bad.SendTimeout.D+kafkaCloseGrace {
 				t.Errorf("Send with a wrong password took %v", d)
 			}
 			t.Logf("wrong password: %v", err)
@@ -143,10 +139,10 @@ func TestKafkaTLS(t *testing.T) {
 	// certificate signed by the CA, then a password.
 	c := newKafkaCluster(t,
 		kfake.TLS(&tls.Config{Certificates: []tls.Certificate{pki.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool, MinVersion: tls.VersionTLS12}),
-		kfake.EnableSASL(), kfake.Superuser(KafkaSASLScramSHA256, "vigil", "s3cret"))
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "vigil", "s3cret"))
 	o := kafkaTestOptions(c.ListenAddrs())
-	o.TLS = KafkaTLS{Enable: true, CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile}
-	o.SASL = KafkaSASL{Mechanism: KafkaSASLScramSHA256, Username: "vigil", Password: "s3cret"}
+	o.TLS = tlsclient.Config{Enabled: true, CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile}
+	o.SASL = SASLConfig{Mechanism: SASLScramSHA256, Username: "vigil", PasswordFile: passwordFile(t, "s3cret")}
 
 	x := &kafkaExpect{byValue: make(map[string]kafkaSent)}
 	e := newTestKafkaEncoder(t, o)
@@ -164,17 +160,27 @@ func TestKafkaTLS(t *testing.T) {
 		kgo.SASL(scram.Auth{User: "vigil", Pass: "s3cret"}.AsSha256Mechanism())))
 
 	// Each missing piece fails the send, with nothing acknowledged.
-	for name, change := range map[string]func(*KafkaOptions){
-		"no client certificate": func(o *KafkaOptions) { o.TLS.CertFile, o.TLS.KeyFile = "", "" },
-		"system roots":          func(o *KafkaOptions) { o.TLS.CAFile = "" },
-		"wrong server name":     func(o *KafkaOptions) { o.TLS.ServerName = "kafka.example" },
+	for name, change := range map[string]func(*Config){
+		"no client certificate": func(o *Config) { o.TLS.CertFile, o.TLS.KeyFile = "", "" },
+		"system roots":          func(o *Config) { o.TLS.CAFile = "" },
+		"wrong server name":     func(o *Config) { o.TLS.ServerName = "kafka.example" },
 	} {
 		bad := o
 		change(&bad)
-		bad.SendTimeout = 2 * time.Second
+		bad.SendTimeout.D = 2 * time.Second
 		n, err := newTestKafkaTransport(t, bad).Send(context.Background(), x.items[:3])
 		if err == nil || n != 0 {
 			t.Errorf("%s: Send = %d, %v; want 0 and an error", name, n, err)
 		}
 	}
+}
+
+// passwordFile writes a password file.
+func passwordFile(t *testing.T, content string) string {
+	t.Helper()
+	pf := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pf, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pf
 }

@@ -1,14 +1,10 @@
-package export
+package kafka
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,13 +14,16 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/vigil-sensor/vigil/export"
+	"github.com/vigil-sensor/vigil/internal/secret"
 )
 
-// KafkaTransport produces spool items of a KafkaEncoder to Kafka with
-// one franz-go client: idempotent, acks from all in-sync replicas. Send
+// Transport produces spool items of an Encoder to Kafka with one
+// franz-go client: idempotent, acks from all in-sync replicas. Send
 // is not safe for concurrent use; Close may be called at any time.
-type KafkaTransport struct {
-	opts  KafkaOptions
+type Transport struct {
+	opts  Config
 	codec kgo.CompressionCodec
 	log   *slog.Logger
 
@@ -41,22 +40,17 @@ type KafkaTransport struct {
 // records it still holds.
 const kafkaCloseGrace = 10 * time.Second
 
-// NewKafkaTransport checks o and returns a transport. It connects at the
-// first Send. log may be nil.
-func NewKafkaTransport(o KafkaOptions, log *slog.Logger) (*KafkaTransport, error) {
-	o = o.withDefaults()
-	if err := o.Validate(); err != nil {
+// NewTransport checks o (Validate: its files too) and returns a
+// transport. It connects at the first Send. log may be nil.
+func NewTransport(o Config, log *slog.Logger) (*Transport, error) {
+	if err := o.Validate().Err(); err != nil {
 		return nil, err
 	}
 	codec, _ := kafkaCompression(o.Compression)
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &KafkaTransport{opts: o, codec: codec, log: log.With("transport", "kafka")}
-	if _, err := t.clientOpts(); err != nil { // unreadable files fail now, not at the first Send
-		return nil, err
-	}
-	return t, nil
+	return &Transport{opts: o, codec: codec, log: log.With("transport", "kafka")}, nil
 }
 
 // Send produces items in order and waits for their acknowledgements. It
@@ -65,9 +59,9 @@ func NewKafkaTransport(o KafkaOptions, log *slog.Logger) (*KafkaTransport, error
 // once). It returns within SendTimeout or when ctx is done; records still
 // in flight then are abandoned by closing the client, and the next Send
 // connects again. An item that can never be sent (unreadable, or too
-// large for the brokers) ends the send with a *RejectedError: Send
+// large for the brokers) ends the send with a *export.RejectedError: Send
 // returns its index, and the caller drops it.
-func (t *KafkaTransport) Send(ctx context.Context, items [][]byte) (int, error) {
+func (t *Transport) Send(ctx context.Context, items [][]byte) (int, error) {
 	if len(items) == 0 {
 		return 0, nil
 	}
@@ -89,7 +83,7 @@ func (t *KafkaTransport) Send(ctx context.Context, items [][]byte) (int, error) 
 	b := &kafkaBatch{errs: errs, done: make(chan struct{})}
 	b.pending.Store(int64(n))
 
-	sendCtx, cancel := context.WithTimeout(ctx, t.opts.SendTimeout)
+	sendCtx, cancel := context.WithTimeout(ctx, t.opts.SendTimeout.D)
 	defer cancel()
 	var rejected error
 	for i, item := range items {
@@ -97,7 +91,7 @@ func (t *KafkaTransport) Send(ctx context.Context, items [][]byte) (int, error) 
 		if err != nil {
 			// Stop here: the items before it go out, the caller
 			// drops this one (a damaged spool) and sends the rest.
-			rejected = &RejectedError{Err: fmt.Errorf("unreadable kafka spool item %d: %w", i+1, err)}
+			rejected = &export.RejectedError{Err: fmt.Errorf("unreadable kafka spool item %d: %w", i+1, err)}
 			for j := i; j < n; j++ {
 				b.finish(j, errKafkaNotSent)
 			}
@@ -148,7 +142,7 @@ func (t *KafkaTransport) Send(ctx context.Context, items [][]byte) (int, error) 
 var errKafkaNotSent = errors.New("not sent")
 
 // result turns the records' outcomes into Send's results.
-func (t *KafkaTransport) result(ctx, sendCtx context.Context, cl *kgo.Client, errs []error, rejected error) (int, error) {
+func (t *Transport) result(ctx, sendCtx context.Context, cl *kgo.Client, errs []error, rejected error) (int, error) {
 	n := len(errs)
 	for i, err := range errs {
 		if err == nil {
@@ -165,13 +159,13 @@ func (t *KafkaTransport) result(ctx, sendCtx context.Context, cl *kgo.Client, er
 		}
 		err = fmt.Errorf("kafka: producing item %d of %d (%d not acknowledged): %w", i+1, n, failed, err)
 		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) || errors.Is(err, kerr.InvalidRecord) {
-			return i, &RejectedError{Err: err} // sending it again would fail again
+			return i, &export.RejectedError{Err: err} // sending it again would fail again
 		}
 		t.drop(cl) // start afresh at the next Send
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", err, ctx.Err())
 		} else if sendCtx.Err() != nil {
-			err = fmt.Errorf("%w (send_timeout %v)", err, t.opts.SendTimeout)
+			err = fmt.Errorf("%w (send_timeout %v)", err, t.opts.SendTimeout.D)
 		}
 		return i, err
 	}
@@ -192,7 +186,7 @@ func (b *kafkaBatch) finish(i int, err error) {
 }
 
 // Close closes the client. A later Send connects again.
-func (t *KafkaTransport) Close() error {
+func (t *Transport) Close() error {
 	t.mu.Lock()
 	cl := t.cl
 	t.cl = nil
@@ -204,7 +198,7 @@ func (t *KafkaTransport) Close() error {
 }
 
 // drop closes cl if it is still the transport's client.
-func (t *KafkaTransport) drop(cl *kgo.Client) {
+func (t *Transport) drop(cl *kgo.Client) {
 	t.mu.Lock()
 	if t.cl == cl {
 		t.cl = nil
@@ -213,7 +207,7 @@ func (t *KafkaTransport) drop(cl *kgo.Client) {
 	cl.Close()
 }
 
-func (t *KafkaTransport) client() (*kgo.Client, error) {
+func (t *Transport) client() (*kgo.Client, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.cl != nil {
@@ -231,7 +225,7 @@ func (t *KafkaTransport) client() (*kgo.Client, error) {
 	return cl, nil
 }
 
-func (t *KafkaTransport) clientOpts() ([]kgo.Opt, error) {
+func (t *Transport) clientOpts() ([]kgo.Opt, error) {
 	o := &t.opts
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(o.Brokers...),
@@ -240,12 +234,12 @@ func (t *KafkaTransport) clientOpts() ([]kgo.Opt, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()),                   // needed by the idempotent producer, which kgo enables by default
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // murmur2 of the key, as Kafka's Java client
 		kgo.ProducerBatchCompression(t.codec),
-		kgo.ProduceRequestTimeout(o.RequestTimeout),
-		kgo.DialTimeout(o.RequestTimeout),
-		kgo.RecordDeliveryTimeout(o.SendTimeout),
+		kgo.ProduceRequestTimeout(o.RequestTimeout.D),
+		kgo.DialTimeout(o.RequestTimeout.D),
+		kgo.RecordDeliveryTimeout(o.SendTimeout.D),
 	}
-	if o.TLS.Enable {
-		cfg, err := o.TLS.config()
+	if o.TLS.Enabled {
+		cfg, err := o.TLS.Build()
 		if err != nil {
 			return nil, err
 		}
@@ -261,50 +255,21 @@ func (t *KafkaTransport) clientOpts() ([]kgo.Opt, error) {
 	return opts, nil
 }
 
-func (c *KafkaTLS) config() (*tls.Config, error) {
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         c.ServerName,
-		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // an explicit option, documented as for tests
+func (s *SASLConfig) mechanism() (sasl.Mechanism, error) {
+	b, err := secret.Read(s.PasswordFile)
+	if err != nil {
+		return nil, fmt.Errorf("sasl.password_file: %w", err)
 	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: no PEM certificate in %s", c.CAFile)
-		}
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file, tls.key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
-
-func (s *KafkaSASL) mechanism() (sasl.Mechanism, error) {
-	pass := s.Password
-	if s.PasswordFile != "" {
-		b, err := os.ReadFile(s.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("sasl.password_file: %w", err)
-		}
-		pass = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	}
+	pass := string(b)
 	switch s.Mechanism {
-	case KafkaSASLPlain:
+	case SASLPlain:
 		return plain.Auth{User: s.Username, Pass: pass}.AsMechanism(), nil
-	case KafkaSASLScramSHA256:
+	case SASLScramSHA256:
 		return scram.Auth{User: s.Username, Pass: pass}.AsSha256Mechanism(), nil
-	case KafkaSASLScramSHA512:
+	case SASLScramSHA512:
 		return scram.Auth{User: s.Username, Pass: pass}.AsSha512Mechanism(), nil
 	}
-	return nil, fmt.Errorf("sasl.mechanism: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+	return nil, fmt.Errorf("sasl.mechanism: %q is not %s, %s or %s", s.Mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
 }
 
 // kgoLogger passes franz-go's logs to slog: its errors, and its info

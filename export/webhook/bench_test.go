@@ -1,4 +1,4 @@
-package export
+package webhook
 
 import (
 	"crypto/hmac"
@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/vigil-sensor/vigil/export"
 )
 
 // BenchmarkWebhookEncode is the encode path: one alert into a reused
 // buffer.
 func BenchmarkWebhookEncode(b *testing.B) {
-	enc, err := NewWebhookEncoder("", OCSFProduct{})
+	enc, err := NewEncoder("", export.OCSFProduct{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,10 +51,10 @@ func BenchmarkWebhookSend(b *testing.B) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	cfg := DefaultWebhookConfig()
-	cfg.URL, cfg.Secret = srv.URL, []byte(whSecret)
+	cfg := DefaultConfig()
+	cfg.URL = srv.URL
 	cfg.Headers = map[string]string{"Authorization": "Bearer t0ken"}
-	tr, err := NewWebhookTransport(cfg)
+	tr, err := newTransport(cfg, options{Secret: []byte(whSecret)})
 	if err != nil {
 		b.Fatal(err)
 	}

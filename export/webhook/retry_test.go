@@ -1,4 +1,4 @@
-package export
+package webhook
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-sensor/vigil/export"
 )
 
 func TestWebhookRetriesServerErrors(t *testing.T) {
@@ -22,7 +24,7 @@ func TestWebhookRetriesServerErrors(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 		return http.StatusOK
 	})
-	tr := newWHTransport(t, rc.srv.URL, func(c *WebhookConfig) { c.Attempts = 4 })
+	tr := newWHTransport(t, rc.srv.URL, func(c *whSettings) { c.Attempts = 4 })
 	items := whItems(2)
 	n, err := sendWithin(t, t.Context(), tr, items)
 	if n != 2 || err != nil {
@@ -32,13 +34,13 @@ func TestWebhookRetriesServerErrors(t *testing.T) {
 	if len(reqs) != 5 || len(delivered) != 2 || !bytes.Equal(delivered[0], items[0]) || !bytes.Equal(delivered[1], items[1]) {
 		t.Fatalf("receiver: %d requests (want 4 attempts + 1), %d delivered (want items 0, 1)", len(reqs), len(delivered))
 	}
-	id := reqs[0].header.Get(HeaderWebhookDelivery)
+	id := reqs[0].header.Get(HeaderDelivery)
 	for i, r := range reqs[:4] {
-		if got := r.header.Get(HeaderWebhookDelivery); got != id || !bytes.Equal(r.body, items[0]) {
+		if got := r.header.Get(HeaderDelivery); got != id || !bytes.Equal(r.body, items[0]) {
 			t.Errorf("attempt %d: delivery %q, body changed: %v; want the same item and id %q", i, got, !bytes.Equal(r.body, items[0]), id)
 		}
 	}
-	if reqs[4].header.Get(HeaderWebhookDelivery) == id {
+	if reqs[4].header.Get(HeaderDelivery) == id {
 		t.Error("two items share one delivery id")
 	}
 }
@@ -58,7 +60,7 @@ func TestWebhookGivesUpAfterAttempts(t *testing.T) {
 	if !ok || se.StatusCode != 500 || se.Body != "down for maintenance" {
 		t.Errorf("error %v: want HTTP 500 with the body", err)
 	}
-	if _, ok := errors.AsType[*RejectedError](err); ok {
+	if _, ok := errors.AsType[*export.RejectedError](err); ok {
 		t.Errorf("error %v: a 500 is retryable, not rejected", err)
 	}
 }
@@ -89,9 +91,9 @@ func TestWebhookRetryAfter(t *testing.T) {
 		if n != 1 || len(delivered) != 1 || len(reqs) != 2 {
 			t.Errorf("%d Retry-After %s: Send = %d after %d requests; want 1 after 2 (no retry inside Send)", c.code, c.retryAfter, n, len(reqs))
 		}
-		ra, ok := errors.AsType[*RetryAfterError](err)
+		ra, ok := errors.AsType[*export.RetryAfterError](err)
 		if !ok || ra.Delay < c.min || ra.Delay > c.max {
-			t.Errorf("%d Retry-After %s: error %v; want a RetryAfterError with delay in [%v, %v]", c.code, c.retryAfter, err, c.min, c.max)
+			t.Errorf("%d Retry-After %s: error %v; want a export.RetryAfterError with delay in [%v, %v]", c.code, c.retryAfter, err, c.min, c.max)
 			continue
 		}
 		if se, ok := errors.AsType[*HTTPStatusError](err); !ok || se.StatusCode != c.code {
@@ -138,9 +140,9 @@ func TestWebhookRejected(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("Send = %d, %v; want 2 (item 2 rejected)", n, err)
 	}
-	rej, ok := errors.AsType[*RejectedError](err)
+	rej, ok := errors.AsType[*export.RejectedError](err)
 	if !ok {
-		t.Fatalf("error %v: want a RejectedError", err)
+		t.Fatalf("error %v: want a export.RejectedError", err)
 	}
 	se, ok := errors.AsType[*HTTPStatusError](rej)
 	if !ok || se.StatusCode != 400 || se.Body != "unknown field severity" {
@@ -180,10 +182,10 @@ func TestWebhookStatusClasses(t *testing.T) {
 			w.WriteHeader(c.code)
 			return c.code
 		})
-		tr := newWHTransport(t, rc.srv.URL, func(cfg *WebhookConfig) { cfg.Attempts = 2 })
+		tr := newWHTransport(t, rc.srv.URL, func(cfg *whSettings) { cfg.Attempts = 2 })
 		n, err := sendWithin(t, t.Context(), tr, whItems(1))
 		reqs, _ := rc.seen()
-		_, rejected := errors.AsType[*RejectedError](err)
+		_, rejected := errors.AsType[*export.RejectedError](err)
 		se, ok := errors.AsType[*HTTPStatusError](err)
 		switch {
 		case n != 0 || !ok || se.StatusCode != c.code:
@@ -218,7 +220,7 @@ func whBlocking(t *testing.T) (*httptest.Server, chan struct{}) {
 
 func TestWebhookCancelStopsSlowServer(t *testing.T) {
 	srv, arrived := whBlocking(t)
-	tr := newWHTransport(t, srv.URL, func(c *WebhookConfig) { c.Timeout = time.Hour })
+	tr := newWHTransport(t, srv.URL, func(c *whSettings) { c.Timeout.D = time.Hour })
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() {
 		select {
@@ -238,7 +240,7 @@ func TestWebhookCancelDuringBackoff(t *testing.T) {
 		w.WriteHeader(http.StatusBadGateway)
 		return 502
 	})
-	tr := newWHTransport(t, rc.srv.URL, func(c *WebhookConfig) { c.Backoff = time.Hour })
+	tr := newWHTransport(t, rc.srv.URL, func(c *whSettings) { c.Backoff = time.Hour })
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	n, err := sendWithin(t, ctx, tr, whItems(1))
@@ -253,12 +255,12 @@ func TestWebhookCancelDuringBackoff(t *testing.T) {
 
 func TestWebhookTimeout(t *testing.T) {
 	srv, arrived := whBlocking(t)
-	tr := newWHTransport(t, srv.URL+"/hook?token=sekrit", func(c *WebhookConfig) { c.Timeout = 50 * time.Millisecond; c.Attempts = 2 })
+	tr := newWHTransport(t, srv.URL+"/hook?token=sekrit", func(c *whSettings) { c.Timeout.D = 50 * time.Millisecond; c.Attempts = 2 })
 	n, err := sendWithin(t, t.Context(), tr, whItems(1))
 	if n != 0 || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Send = %d, %v; want 0, a deadline exceeded", n, err)
 	}
-	if _, ok := errors.AsType[*RejectedError](err); ok {
+	if _, ok := errors.AsType[*export.RejectedError](err); ok {
 		t.Errorf("a timeout must be retryable: %v", err)
 	}
 	if len(arrived) != 2 {

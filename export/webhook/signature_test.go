@@ -1,4 +1,4 @@
-package export
+package webhook
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-sensor/vigil/export"
 )
 
 // TestWebhookSignatureScheme computes the documented scheme by hand and
@@ -44,22 +46,22 @@ func TestWebhookSignatureScheme(t *testing.T) {
 	}{
 		{"good", whSecret, ts, good, body, nil},
 		{"good at the skew's edge", whSecret, edge, sign(whSecret, edge, body), body, nil},
-		{"wrong secret", "not-the-secret", ts, good, body, ErrWebhookSignature},
-		{"signed with a wrong secret", whSecret, ts, sign("not-the-secret", ts, body), body, ErrWebhookSignature},
-		{"tampered body", whSecret, ts, good, tampered, ErrWebhookSignature},
-		{"timestamp swapped", whSecret, strconv.FormatInt(now.Unix()+1, 10), good, body, ErrWebhookSignature},
-		{"stale timestamp, validly signed", whSecret, old, sign(whSecret, old, body), body, ErrWebhookStale},
-		{"future timestamp, validly signed", whSecret, future, sign(whSecret, future, body), body, ErrWebhookStale},
-		{"no sha256= prefix", whSecret, ts, strings.TrimPrefix(good, "sha256="), body, ErrWebhookMalformed},
-		{"not hex", whSecret, ts, "sha256=" + strings.Repeat("zz", 32), body, ErrWebhookMalformed},
-		{"short", whSecret, ts, good[:len(good)-2], body, ErrWebhookMalformed},
-		{"timestamp not a number", whSecret, "yesterday", good, body, ErrWebhookMalformed},
-		{"empty", whSecret, "", "", body, ErrWebhookMalformed},
-		{"empty secret", "", ts, sign("", ts, body), body, ErrWebhookSignature},
+		{"wrong secret", "not-the-secret", ts, good, body, ErrSignature},
+		{"signed with a wrong secret", whSecret, ts, sign("not-the-secret", ts, body), body, ErrSignature},
+		{"tampered body", whSecret, ts, good, tampered, ErrSignature},
+		{"timestamp swapped", whSecret, strconv.FormatInt(now.Unix()+1, 10), good, body, ErrSignature},
+		{"stale timestamp, validly signed", whSecret, old, sign(whSecret, old, body), body, ErrStale},
+		{"future timestamp, validly signed", whSecret, future, sign(whSecret, future, body), body, ErrStale},
+		{"no sha256= prefix", whSecret, ts, strings.TrimPrefix(good, "sha256="), body, ErrMalformed},
+		{"not hex", whSecret, ts, "sha256=" + strings.Repeat("zz", 32), body, ErrMalformed},
+		{"short", whSecret, ts, good[:len(good)-2], body, ErrMalformed},
+		{"timestamp not a number", whSecret, "yesterday", good, body, ErrMalformed},
+		{"empty", whSecret, "", "", body, ErrMalformed},
+		{"empty secret", "", ts, sign("", ts, body), body, ErrSignature},
 	} {
-		err := VerifyWebhookSignature(c.secret, c.ts, c.sig, c.body, now, 5*time.Minute)
+		err := VerifySignature(c.secret, c.ts, c.sig, c.body, now, 5*time.Minute)
 		if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
-			t.Errorf("%s: VerifyWebhookSignature = %v, want %v", c.name, err, c.want)
+			t.Errorf("%s: VerifySignature = %v, want %v", c.name, err, c.want)
 		}
 	}
 }
@@ -76,8 +78,8 @@ func TestWebhookReceiverRefuses(t *testing.T) {
 		clock  func() time.Time
 		want   error
 	}{
-		{name: "wrong secret", secret: "guessed", want: ErrWebhookSignature},
-		{name: "tampered on the way", secret: whSecret, want: ErrWebhookSignature,
+		{name: "wrong secret", secret: "guessed", want: ErrSignature},
+		{name: "tampered on the way", secret: whSecret, want: ErrSignature,
 			wrap: func(h http.Handler) http.Handler {
 				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					body, _ := io.ReadAll(r.Body)
@@ -86,7 +88,7 @@ func TestWebhookReceiverRefuses(t *testing.T) {
 					h.ServeHTTP(w, r)
 				})
 			}},
-		{name: "replayed 10 minutes later", secret: whSecret, want: ErrWebhookStale,
+		{name: "replayed 10 minutes later", secret: whSecret, want: ErrStale,
 			clock: func() time.Time { return time.Now().Add(10 * time.Minute) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -97,7 +99,7 @@ func TestWebhookReceiverRefuses(t *testing.T) {
 			}
 			rc.srv = httptest.NewServer(h)
 			t.Cleanup(rc.srv.Close)
-			tr := newWHTransport(t, rc.srv.URL, func(cfg *WebhookConfig) { cfg.Secret = []byte(c.secret) })
+			tr := newWHTransport(t, rc.srv.URL, func(cfg *whSettings) { cfg.Secret = []byte(c.secret) })
 			n, err := sendWithin(t, t.Context(), tr, whItems(2))
 			if n != 0 || err == nil {
 				t.Fatalf("Send = %d, %v; want 0 and an error", n, err)
@@ -115,7 +117,7 @@ func TestWebhookReceiverRefuses(t *testing.T) {
 			if se, ok := errors.AsType[*HTTPStatusError](err); !ok || se.StatusCode != 401 {
 				t.Errorf("error %v: want an HTTP 401", err)
 			}
-			if _, ok := errors.AsType[*RejectedError](err); ok {
+			if _, ok := errors.AsType[*export.RejectedError](err); ok {
 				t.Errorf("error %v: a 401 must not drop the item", err)
 			}
 		})
@@ -124,13 +126,13 @@ func TestWebhookReceiverRefuses(t *testing.T) {
 
 func TestWebhookUnsigned(t *testing.T) {
 	rc := newWHReceiver(t, nil)
-	tr := newWHTransport(t, rc.srv.URL, func(c *WebhookConfig) { c.Secret = nil })
+	tr := newWHTransport(t, rc.srv.URL, func(c *whSettings) { c.Secret = nil })
 	if n, err := sendWithin(t, t.Context(), tr, whItems(1)); n != 0 || err == nil {
 		t.Fatalf("unsigned Send to a verifying receiver = %d, %v; want refused", n, err)
 	}
 	reqs, _ := rc.seen()
-	if len(reqs) == 0 || reqs[0].header.Get(HeaderWebhookSignature) != "" || reqs[0].header.Get(HeaderWebhookTimestamp) != "" ||
-		!errors.Is(reqs[0].verified, ErrWebhookMalformed) {
+	if len(reqs) == 0 || reqs[0].header.Get(HeaderSignature) != "" || reqs[0].header.Get(HeaderTimestamp) != "" ||
+		!errors.Is(reqs[0].verified, ErrMalformed) {
 		t.Errorf("unsigned request: %+v", reqs)
 	}
 }

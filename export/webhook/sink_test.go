@@ -1,9 +1,8 @@
-package export
+package webhook
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/export/spool"
 	"github.com/vigil-sensor/vigil/flow"
 )
@@ -77,7 +77,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	if err := VerifyWebhookSignature(r.secret, req.Header.Get("X-Vigil-Timestamp"), req.Header.Get("X-Vigil-Signature"), body, time.Now(), time.Minute); err != nil {
+	if err := VerifySignature(r.secret, req.Header.Get("X-Vigil-Timestamp"), req.Header.Get("X-Vigil-Signature"), body, time.Now(), time.Minute); err != nil {
 		r.t.Errorf("signature: %v", err)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
@@ -129,23 +129,23 @@ func alerts(from, n int) []flow.Alert {
 	return as
 }
 
-func newWebhookSink(t *testing.T, dir, url, secret string) *Sink {
+func newWebhookSink(t *testing.T, dir, url, secret string) *export.Sink {
 	t.Helper()
 	sp, err := spool.Open(dir, spool.Options{SegmentBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := NewWebhookEncoder(WebhookFormatVigil, OCSFProduct{})
+	enc, err := NewEncoder(FormatVigil, export.OCSFProduct{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultWebhookConfig()
-	cfg.URL, cfg.Secret, cfg.Timeout = url, []byte(secret), 2*time.Second
-	tr, err := NewWebhookTransport(cfg)
+	cfg := DefaultConfig()
+	cfg.URL, cfg.Timeout.D = url, 2*time.Second
+	tr, err := newTransport(cfg, options{Secret: []byte(secret)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewSink("webhook", enc, tr, sp, SinkOptions{BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ShutdownWait: 200 * time.Millisecond})
+	return export.NewSink("webhook", enc, tr, sp, export.SinkOptions{BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ShutdownWait: 200 * time.Millisecond})
 }
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
@@ -309,7 +309,7 @@ func TestSinkRejectedAndRetried(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector(func() []*Sink { return []*Sink{s} }))
+	reg.MustRegister(export.NewCollector(func() []*export.Sink { return []*export.Sink{s} }))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -333,22 +333,5 @@ func TestSinkRejectedAndRetried(t *testing.T) {
 	want := map[string]float64{"rejected": 1, "spool_full": 0, "corrupt": 0, "oversize": 0}
 	if fmt.Sprint(dropped) != fmt.Sprint(want) {
 		t.Errorf("vigil_export_records_dropped_total by reason %v, want %v", dropped, want)
-	}
-}
-
-func TestNextBackoff(t *testing.T) {
-	s := &Sink{opt: SinkOptions{BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second}}
-	d := time.Duration(0)
-	for i := range 10 {
-		d = s.nextBackoff(d, errors.New("down"))
-		if d < 80*time.Millisecond || d > 1200*time.Millisecond {
-			t.Fatalf("step %d: backoff %v outside [80ms, 1.2s]", i, d)
-		}
-	}
-	if d < 800*time.Millisecond {
-		t.Errorf("backoff did not grow to the cap: %v", d)
-	}
-	if d := s.nextBackoff(0, &RetryAfterError{Delay: 3 * time.Second, Err: errors.New("busy")}); d != 3*time.Second {
-		t.Errorf("Retry-After 3s gave %v", d)
 	}
 }

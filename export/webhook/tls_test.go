@@ -1,4 +1,4 @@
-package export
+package webhook
 
 import (
 	"crypto/ecdsa"
@@ -26,7 +26,7 @@ func TestWebhookTLS(t *testing.T) {
 	var mu sync.Mutex
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := VerifyWebhookSignature(whSecret, r.Header.Get(HeaderWebhookTimestamp), r.Header.Get(HeaderWebhookSignature), body, time.Now(), time.Minute); err != nil {
+		if err := VerifySignature(whSecret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, time.Now(), time.Minute); err != nil {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
@@ -43,14 +43,14 @@ func TestWebhookTLS(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name string
-		edit func(*WebhookConfig)
+		edit func(*whSettings)
 		ok   bool
 	}{
-		{"ca file", func(c *WebhookConfig) { c.CAFile = ca }, true},
-		{"insecure", func(c *WebhookConfig) { c.InsecureSkipVerify = true }, true},
+		{"ca file", func(c *whSettings) { c.TLS.CAFile = ca }, true},
+		{"insecure", func(c *whSettings) { c.TLS.InsecureSkipVerify = true }, true},
 		{"system roots", nil, false},
 	} {
-		tr := newWHTransport(t, srv.URL, func(cfg *WebhookConfig) {
+		tr := newWHTransport(t, srv.URL, func(cfg *whSettings) {
 			cfg.Attempts = 1
 			if c.edit != nil {
 				c.edit(cfg)
@@ -142,10 +142,10 @@ func TestWebhookMutualTLS(t *testing.T) {
 		{"server name not in the certificate", true, "other.test", false},
 		{"no client certificate", false, "", false},
 	} {
-		tr := newWHTransport(t, srv.URL, func(cfg *WebhookConfig) {
-			cfg.Attempts, cfg.CAFile, cfg.ServerName = 1, serverCA, c.serverName
+		tr := newWHTransport(t, srv.URL, func(cfg *whSettings) {
+			cfg.Attempts, cfg.TLS.CAFile, cfg.TLS.ServerName = 1, serverCA, c.serverName
 			if c.cert {
-				cfg.CertFile, cfg.KeyFile = certFile, keyFile
+				cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
 			}
 		})
 		n, err := sendWithin(t, t.Context(), tr, whItems(1))

@@ -1,4 +1,4 @@
-package export
+package webhook
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-sensor/vigil/export"
 	"github.com/vigil-sensor/vigil/flow"
 )
 
@@ -37,7 +38,7 @@ func whAlert(i int) flow.Alert {
 }
 
 func whItems(n int) [][]byte {
-	enc, err := NewWebhookEncoder("", OCSFProduct{})
+	enc, err := NewEncoder("", export.OCSFProduct{})
 	if err != nil {
 		panic(err)
 	}
@@ -88,7 +89,7 @@ func (rc *whReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rc.clock != nil {
 		now = rc.clock()
 	}
-	verr := VerifyWebhookSignature(whSecret, r.Header.Get(HeaderWebhookTimestamp), r.Header.Get(HeaderWebhookSignature), body, now, 5*time.Minute)
+	verr := VerifySignature(whSecret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, now, 5*time.Minute)
 	rc.mu.Lock()
 	n := len(rc.requests)
 	rc.requests = append(rc.requests, whRequest{body: body, header: r.Header.Clone(), verified: verr})
@@ -120,14 +121,21 @@ func (rc *whReceiver) seen() ([]whRequest, [][]byte) {
 	return append([]whRequest(nil), rc.requests...), append([][]byte(nil), rc.delivered...)
 }
 
-func newWHTransport(t *testing.T, url string, edit func(*WebhookConfig)) *WebhookTransport {
+// whSettings are a transport's Config and options, edited together by
+// the tests.
+type whSettings struct {
+	Config
+	options
+}
+
+func newWHTransport(t *testing.T, url string, edit func(*whSettings)) *Transport {
 	t.Helper()
-	cfg := DefaultWebhookConfig()
-	cfg.URL, cfg.Secret, cfg.Version, cfg.Backoff = url, []byte(whSecret), "1.2.3", time.Millisecond
+	cfg := whSettings{Config: DefaultConfig(), options: options{Secret: []byte(whSecret), Version: "1.2.3", Attempts: defaultAttempts, Backoff: time.Millisecond}}
+	cfg.URL = url
 	if edit != nil {
 		edit(&cfg)
 	}
-	tr, err := NewWebhookTransport(cfg)
+	tr, err := newTransport(cfg.Config, cfg.options)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +144,7 @@ func newWHTransport(t *testing.T, url string, edit func(*WebhookConfig)) *Webhoo
 }
 
 // sendWithin runs Send and fails the test if it does not return in time.
-func sendWithin(t *testing.T, ctx context.Context, tr Transport, items [][]byte) (int, error) {
+func sendWithin(t *testing.T, ctx context.Context, tr export.Transport, items [][]byte) (int, error) {
 	t.Helper()
 	type result struct {
 		n   int
@@ -157,12 +165,12 @@ func sendWithin(t *testing.T, ctx context.Context, tr Transport, items [][]byte)
 }
 
 func TestWebhookEncoder(t *testing.T) {
-	enc, err := NewWebhookEncoder("", OCSFProduct{})
+	enc, err := NewEncoder("", export.OCSFProduct{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var _ Encoder = enc
-	if enc.Kinds() != KindAlerts {
+	var _ export.Encoder = enc
+	if enc.Kinds() != export.KindAlerts {
 		t.Errorf("Kinds() = %v, want KindAlerts only", enc.Kinds())
 	}
 	dst := []byte("prefix")
@@ -170,21 +178,21 @@ func TestWebhookEncoder(t *testing.T) {
 		t.Errorf("AppendFlow changed dst: %q", got)
 	}
 	a := whAlert(1)
-	if got, want := enc.AppendAlert([]byte("x"), &a), AppendAlertJSON([]byte("x"), &a); !bytes.Equal(got, want) {
+	if got, want := enc.AppendAlert([]byte("x"), &a), export.AppendAlertJSON([]byte("x"), &a); !bytes.Equal(got, want) {
 		t.Errorf("AppendAlert = %s, want AppendAlertJSON's %s", got, want)
 	}
-	if v, err := NewWebhookEncoder(WebhookFormatVigil, OCSFProduct{}); err != nil || v.format != WebhookFormatVigil {
-		t.Errorf("NewWebhookEncoder(vigil, OCSFProduct{}) = %v, %v", v, err)
+	if v, err := NewEncoder(FormatVigil, export.OCSFProduct{}); err != nil || v.format != FormatVigil {
+		t.Errorf("NewEncoder(vigil) = %v, %v", v, err)
 	}
-	ocsf, err := NewWebhookEncoder(WebhookFormatOCSF, OCSFProduct{Version: "1.2.3", Sensor: "gw1"})
+	ocsf, err := NewEncoder(FormatOCSF, export.OCSFProduct{Version: "1.2.3", Sensor: "gw1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := ocsf.AppendAlert(nil, &a), AppendAlertOCSF(nil, &a, OCSFProduct{Version: "1.2.3", Sensor: "gw1"}); !bytes.Equal(got, want) {
-		t.Errorf("OCSF AppendAlert = %s, want AppendAlertOCSF's %s", got, want)
+	if got, want := ocsf.AppendAlert(nil, &a), export.AppendAlertOCSF(nil, &a, export.OCSFProduct{Version: "1.2.3", Sensor: "gw1"}); !bytes.Equal(got, want) {
+		t.Errorf("OCSF AppendAlert = %s, want export.AppendAlertOCSF's %s", got, want)
 	}
-	if _, err := NewWebhookEncoder("xml", OCSFProduct{}); err == nil {
-		t.Error("NewWebhookEncoder(xml, OCSFProduct{}) accepted an unknown format")
+	if _, err := NewEncoder("xml", export.OCSFProduct{}); err == nil {
+		t.Error("NewEncoder(xml, export.OCSFProduct{}) accepted an unknown format")
 	}
 	buf := make([]byte, 0, 4096)
 	if allocs := testing.AllocsPerRun(100, func() { buf = enc.AppendAlert(buf[:0], &a) }); allocs != 0 {
@@ -194,10 +202,10 @@ func TestWebhookEncoder(t *testing.T) {
 
 func TestWebhookDeliversSignedInOrder(t *testing.T) {
 	rc := newWHReceiver(t, nil)
-	tr := newWHTransport(t, rc.srv.URL+"/hook?token=abc", func(c *WebhookConfig) {
+	tr := newWHTransport(t, rc.srv.URL+"/hook?token=abc", func(c *whSettings) {
 		c.Headers = map[string]string{"Authorization": "Bearer t0ken", "X-Tenant": "edge-7"}
 	})
-	var _ Transport = tr
+	var _ export.Transport = tr
 	items := whItems(5)
 	n, err := sendWithin(t, t.Context(), tr, items)
 	if n != 5 || err != nil {
@@ -226,16 +234,16 @@ func TestWebhookDeliversSignedInOrder(t *testing.T) {
 		for name, v := range map[string]string{
 			"User-Agent": "vigil/1.2.3", "Content-Type": "application/json",
 			"Authorization": "Bearer t0ken", "X-Tenant": "edge-7",
-			HeaderWebhookDelivery: fmt.Sprintf("syn_flood%%2F198.51.100.%d/start/%s", i%5,
+			HeaderDelivery: fmt.Sprintf("syn_flood%%2F198.51.100.%d/start/%s", i%5,
 				whT0.Add(time.Duration(i%5)*time.Second).Format(timeLayout)),
 		} {
 			if got := h.Get(name); got != v {
 				t.Errorf("request %d: %s = %q, want %q", i, name, got, v)
 			}
 		}
-		ts, err := strconv.ParseInt(h.Get(HeaderWebhookTimestamp), 10, 64)
+		ts, err := strconv.ParseInt(h.Get(HeaderTimestamp), 10, 64)
 		if err != nil || time.Since(time.Unix(ts, 0)).Abs() > time.Minute {
-			t.Errorf("request %d: timestamp %q is not now", i, h.Get(HeaderWebhookTimestamp))
+			t.Errorf("request %d: timestamp %q is not now", i, h.Get(HeaderTimestamp))
 		}
 	}
 }
@@ -243,8 +251,8 @@ func TestWebhookDeliversSignedInOrder(t *testing.T) {
 // TestWebhookOCSF posts OCSF bodies: signed like Vigil's, with a
 // delivery id from the body's hash that stays the same on a retry.
 func TestWebhookOCSF(t *testing.T) {
-	product := OCSFProduct{Version: "1.2.3", Sensor: "gw1"}
-	enc, err := NewWebhookEncoder(WebhookFormatOCSF, product)
+	product := export.OCSFProduct{Version: "1.2.3", Sensor: "gw1"}
+	enc, err := NewEncoder(FormatOCSF, product)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,51 +283,73 @@ func TestWebhookOCSF(t *testing.T) {
 	var ev struct {
 		ClassUID int `json:"class_uid"`
 	}
-	if err := json.Unmarshal(delivered[0], &ev); err != nil || ev.ClassUID != OCSFClassDetectionFinding {
+	if err := json.Unmarshal(delivered[0], &ev); err != nil || ev.ClassUID != export.OCSFClassDetectionFinding {
 		t.Errorf("delivered body is not a Detection Finding (%v): %s", err, delivered[0])
 	}
-	ids := []string{reqs[0].header.Get(HeaderWebhookDelivery), reqs[1].header.Get(HeaderWebhookDelivery), reqs[2].header.Get(HeaderWebhookDelivery)}
+	ids := []string{reqs[0].header.Get(HeaderDelivery), reqs[1].header.Get(HeaderDelivery), reqs[2].header.Get(HeaderDelivery)}
 	if !strings.HasPrefix(ids[0], "sha256:") || ids[0] != ids[1] || ids[2] == ids[0] {
 		t.Errorf("delivery ids %q: want sha256: ids, equal for the retry, different for the next alert", ids)
 	}
 }
 
+// Validate reports each problem at its key, and NewTransport refuses
+// what Validate refuses.
 func TestWebhookConfigErrors(t *testing.T) {
-	noPEM := filepath.Join(t.TempDir(), "empty.pem")
+	dir := t.TempDir()
+	noPEM := filepath.Join(dir, "empty.pem")
 	if err := os.WriteFile(noPEM, []byte("not a certificate\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	emptySecret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(emptySecret, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
-		name string
-		edit func(*WebhookConfig)
-		want string
+		name  string
+		edit  func(*Config)
+		field string
 	}{
-		{"no url", func(c *WebhookConfig) { c.URL = "" }, "http or https"},
-		{"ftp", func(c *WebhookConfig) { c.URL = "ftp://example.test/x" }, "http or https"},
-		{"no host", func(c *WebhookConfig) { c.URL = "http:///x" }, "http or https"},
-		{"bad url", func(c *WebhookConfig) { c.URL = "http://[::1" }, "webhook url"},
-		{"reserved header", func(c *WebhookConfig) { c.Headers = map[string]string{"x-vigil-signature": "x"} }, "set by vigil"},
-		{"content-type", func(c *WebhookConfig) { c.Headers = map[string]string{"Content-Type": "text/plain"} }, "set by vigil"},
-		{"header name", func(c *WebhookConfig) { c.Headers = map[string]string{"Bad Name": "x"} }, "valid header name"},
-		{"header injection", func(c *WebhookConfig) { c.Headers = map[string]string{"X-A": "1\r\nX-B: 2"} }, "control character"},
-		{"missing ca", func(c *WebhookConfig) { c.CAFile = "/nonexistent/ca.pem" }, "ca_file"},
-		{"ca without pem", func(c *WebhookConfig) { c.CAFile = noPEM }, "no PEM"},
-		{"cert without key", func(c *WebhookConfig) { c.CertFile = noPEM }, "both or neither"},
-		{"bad client cert", func(c *WebhookConfig) { c.CertFile, c.KeyFile = noPEM, noPEM }, "client certificate"},
+		{"no url", func(c *Config) { c.URL = "" }, "url"},
+		{"ftp", func(c *Config) { c.URL = "ftp://example.test/x" }, "url"},
+		{"no host", func(c *Config) { c.URL = "http:///x" }, "url"},
+		{"bad url", func(c *Config) { c.URL = "http://[::1" }, "url"},
+		{"format", func(c *Config) { c.Format = "xml" }, "format"},
+		{"timeout", func(c *Config) { c.Timeout.D = 0 }, "timeout"},
+		{"reserved header", func(c *Config) { c.Headers = map[string]string{"x-vigil-signature": "x"} }, "headers.x-vigil-signature"},
+		{"content-type", func(c *Config) { c.Headers = map[string]string{"Content-Type": "text/plain"} }, "headers.Content-Type"},
+		{"header name", func(c *Config) { c.Headers = map[string]string{"Bad Name": "x"} }, "headers.Bad Name"},
+		{"header injection", func(c *Config) { c.Headers = map[string]string{"X-A": "1\r\nX-B: 2"} }, "headers.X-A"},
+		{"missing secret", func(c *Config) { c.SecretFile = filepath.Join(dir, "missing") }, "secret_file"},
+		{"empty secret", func(c *Config) { c.SecretFile = emptySecret }, "secret_file"},
+		{"missing ca", func(c *Config) { c.TLS.CAFile = "/nonexistent/ca.pem" }, "tls.ca_file"},
+		{"ca without pem", func(c *Config) { c.TLS.CAFile = noPEM }, "tls.ca_file"},
+		{"cert without key", func(c *Config) { c.TLS.CertFile = noPEM }, "tls.key_file"},
+		{"bad client cert", func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile = noPEM, noPEM }, "tls.cert_file"},
+		{"tls over http", func(c *Config) { c.URL, c.TLS.InsecureSkipVerify = "http://example.test/hook", true }, "tls"},
+		{"tls enabled over http", func(c *Config) { c.URL, c.TLS.Enabled = "http://example.test/hook", true }, "tls"},
 	} {
-		cfg := DefaultWebhookConfig()
+		cfg := DefaultConfig()
 		cfg.URL = "https://example.test/hook"
 		c.edit(&cfg)
-		if _, err := NewWebhookTransport(cfg); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: NewWebhookTransport error %v, want %q", c.name, err, c.want)
+		if p := cfg.Validate(); len(p) != 1 || p[0].Field != c.field {
+			t.Errorf("%s: problems %v, want one at %s", c.name, p, c.field)
 		}
+		if _, err := NewTransport(cfg, "1.2.3"); err == nil {
+			t.Errorf("%s: NewTransport accepted it", c.name)
+		}
+	}
+	ok := DefaultConfig()
+	ok.URL = "https://example.test/hook"
+	ok.TLS.InsecureSkipVerify = true // https: TLS without enabled
+	if _, err := NewTransport(ok, "1.2.3"); err != nil {
+		t.Errorf("NewTransport(%+v): %v", ok, err)
 	}
 }
 
 func TestWebhookDeliveryID(t *testing.T) {
 	a := whAlert(3)
 	a.ID, a.State = "dns amp/10.0.0.1", flow.AlertEnd
-	body := AppendAlertJSON(nil, &a)
+	body := export.AppendAlertJSON(nil, &a)
 	if got, want := webhookDeliveryID(body), "dns%20amp%2F10.0.0.1/end/2026-11-22T10:00:03.000000000Z"; got != want {
 		t.Errorf("delivery id = %q, want %q", got, want)
 	}
@@ -332,3 +362,6 @@ func TestWebhookDeliveryID(t *testing.T) {
 		t.Error("different bodies share a delivery id")
 	}
 }
+
+// timeLayout is the time format of Vigil's JSON (export.AppendAlertJSON).
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"

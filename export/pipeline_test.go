@@ -1,0 +1,24 @@
+package export
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestNextBackoff(t *testing.T) {
+	s := &Sink{opt: SinkOptions{BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second}}
+	d := time.Duration(0)
+	for i := range 10 {
+		d = s.nextBackoff(d, errors.New("down"))
+		if d < 80*time.Millisecond || d > 1200*time.Millisecond {
+			t.Fatalf("step %d: backoff %v outside [80ms, 1.2s]", i, d)
+		}
+	}
+	if d < 800*time.Millisecond {
+		t.Errorf("backoff did not grow to the cap: %v", d)
+	}
+	if d := s.nextBackoff(0, &RetryAfterError{Delay: 3 * time.Second, Err: errors.New("busy")}); d != 3*time.Second {
+		t.Errorf("Retry-After 3s gave %v", d)
+	}
+}
