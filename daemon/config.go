@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/vigil-sensor/vigil/export/sinks"
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/internal/config"
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
@@ -27,7 +28,7 @@ const DefaultMetricsAddr = "127.0.0.1:10099"
 type Config struct {
 	Capture sampler.Config `yaml:"capture"`
 	Flows   FlowsConfig    `yaml:"flows"`
-	Export  ExportConfig   `yaml:"export"`
+	Export  sinks.Config   `yaml:"export"`
 	Detect  DetectConfig   `yaml:"detect"`
 	HTTP    HTTPConfig     `yaml:"http"`
 	Log     LogConfig      `yaml:"log"`
@@ -57,12 +58,10 @@ func DefaultConfig() Config {
 	return Config{
 		Capture: sampler.DefaultConfig(),
 		Flows:   FlowsConfig{Config: flow.DefaultConfig(), Output: "-"},
-		Export: ExportConfig{
-			Spool: SpoolConfig{Dir: "/var/lib/vigil/spool", MaxMiB: 256, Fsync: "interval"},
-		},
-		Detect: defaultDetect(),
-		HTTP:   HTTPConfig{Listen: DefaultMetricsAddr},
-		Log:    LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
+		Export:  sinks.DefaultConfig(),
+		Detect:  defaultDetect(),
+		HTTP:    HTTPConfig{Listen: DefaultMetricsAddr},
+		Log:     LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
 	}
 }
 
@@ -73,7 +72,7 @@ func (c *Config) Validate() config.Problems {
 	var ps config.Problems
 	ps.In("capture", c.Capture.Validate())
 	ps.In("flows", c.Flows.Validate())
-	c.Export.validate(func(field, format string, args ...any) { ps.Add(field, format, args...) })
+	ps.In("export", c.Export.Validate())
 	c.Detect.validate(func(field, format string, args ...any) { ps.Add(field, format, args...) })
 	ps.In("http", c.HTTP.Validate())
 	ps.In("log", c.Log.Validate())

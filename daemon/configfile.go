@@ -45,7 +45,6 @@ func ParseConfig(name string, src []byte) (Config, error) {
 	if err := yaml.UnmarshalWithOptions(src, &cfg, yaml.DisallowUnknownField()); err != nil {
 		return Config{}, yamlerr.FromYAML(name, file, err)
 	}
-	cfg.Export.fillDefaults()
 	if ps := cfg.Validate(); len(ps) > 0 {
 		return Config{}, yamlerr.Locate(name, file, ps)
 	}

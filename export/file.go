@@ -2,6 +2,7 @@ package export
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/config"
 )
 
 // File output formats.
@@ -20,24 +22,58 @@ const (
 	FileFormatOCSF  = "ocsf"  // AppendFlowOCSF, AppendAlertOCSF (docs/OCSF.md)
 )
 
-// FileConfig configures a FileWriter.
+// FileConfig is one entry of export.files: a JSON-lines file with
+// size-based rotation. flows.output is one too, of every record.
 type FileConfig struct {
 	// Path is the file written, or "-" for standard output.
-	Path string
-	// Format is FileFormatVigil ("" too) or FileFormatOCSF.
-	Format string
-	// MaxBytes rotates the file before a line would take it past this
+	Path string `yaml:"path"`
+	// Format is FileFormatVigil or FileFormatOCSF.
+	Format string `yaml:"format"`
+	// Records is what the file carries: flows, alerts or all.
+	Records string `yaml:"records"`
+	// RotateMiB rotates the file before a line would take it past this
 	// size: a line is never split across files, and a file grows past
-	// MaxBytes only when it holds one line that is larger. 0: no
-	// rotation. Ignored for standard output.
-	MaxBytes int64
+	// it only when it holds one line that is larger. 0: no rotation.
+	// Ignored for standard output.
+	RotateMiB int `yaml:"rotate_mib"`
 	// Keep is how many rotated files are kept: path.1 (the newest) to
 	// path.Keep. With 0 a full file is deleted when it rotates.
-	Keep int
-	// IfName names interfaces by index in flow records; it may be nil.
-	IfName func(ifindex uint32) string
-	// Product is the OCSF metadata (format "ocsf").
-	Product OCSFProduct
+	Keep int `yaml:"keep"`
+}
+
+// DefaultFileConfig returns the defaults of an entry: Vigil's JSON, all
+// records, no rotation.
+func DefaultFileConfig() FileConfig {
+	return FileConfig{Format: FileFormatVigil, Records: "all"}
+}
+
+// UnmarshalYAML decodes an entry over DefaultFileConfig: YAML gives a
+// list element only the keys it names.
+func (c *FileConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain FileConfig
+	p := plain(DefaultFileConfig())
+	if err := unmarshal(&p); err != nil {
+		return err
+	}
+	*c = FileConfig(p)
+	return nil
+}
+
+// Validate checks the entry, at paths relative to it.
+func (c FileConfig) Validate() config.Problems {
+	var p config.Problems
+	if c.Path == "" {
+		p.Add("path", "is required")
+	}
+	p.OneOf("format", c.Format, FileFormatVigil, FileFormatOCSF)
+	p.OneOf("records", c.Records, RecordsValues...)
+	if c.RotateMiB < 0 {
+		p.Add("rotate_mib", "must not be negative, got %d", c.RotateMiB)
+	}
+	if c.Keep < 0 {
+		p.Add("keep", "must not be negative, got %d", c.Keep)
+	}
+	return p
 }
 
 // fileFlushSize is how much is buffered before it is written through.
@@ -47,44 +83,48 @@ const fileFlushSize = 64 << 10
 // standard output), rotating it by size. Lines are buffered: Flush writes
 // them through. A record that cannot be written is dropped and counted,
 // and the error is returned; the writer goes on with the next records.
+// It is an Output.
 //
 // A FileWriter is safe for concurrent use: every method takes one lock,
 // so lines of concurrent calls never interleave.
 type FileWriter struct {
-	mu     sync.Mutex
-	cfg    FileConfig
-	ocsf   bool
-	f      *os.File  // the open file; nil for stdout or when closed
-	out    io.Writer // f or stdout; nil when not open
-	closed bool
-	buf    []byte // lines not yet written through
-	lead   int    // bytes at the start of buf that close a cut line
-	lines  uint64 // records in buf
-	size   int64  // bytes in the file, buf included
-	line   []byte
+	mu       sync.Mutex
+	cfg      FileConfig
+	maxBytes int64 // rotate past this size; 0: never
+	kinds    Kinds
+	ocsf     bool
+	ifname   func(uint32) string
+	product  OCSFProduct
+	f        *os.File  // the open file; nil for stdout or when closed
+	out      io.Writer // f or stdout; nil when not open
+	closed   bool
+	buf      []byte // lines not yet written through
+	lead     int    // bytes at the start of buf that close a cut line
+	lines    uint64 // records in buf
+	size     int64  // bytes in the file, buf included
+	line     []byte
 
 	written atomic.Uint64
 	dropped atomic.Uint64
 }
 
 // NewFileWriter opens cfg.Path for appending (creating it) and returns a
-// writer to it.
-func NewFileWriter(cfg FileConfig) (*FileWriter, error) {
-	w := &FileWriter{cfg: cfg, buf: make([]byte, 0, fileFlushSize+4096), line: make([]byte, 0, 1024)}
-	switch cfg.Format {
-	case "", FileFormatVigil:
-	case FileFormatOCSF:
-		w.ocsf = true
-	default:
-		return nil, fmt.Errorf("file output format %q: want %q or %q", cfg.Format, FileFormatVigil, FileFormatOCSF)
+// writer to it. It takes the interface names and the OCSF product from
+// deps.
+func NewFileWriter(cfg FileConfig, deps Dependencies) (*FileWriter, error) {
+	if err := cfg.Validate().Err(); err != nil {
+		return nil, fmt.Errorf("file output %s: %w", cfg.Path, err)
 	}
-	switch {
-	case cfg.Path == "":
-		return nil, errors.New("file output: no path")
-	case cfg.MaxBytes < 0:
-		return nil, fmt.Errorf("file output %s: max bytes %d < 0", cfg.Path, cfg.MaxBytes)
-	case cfg.Keep < 0:
-		return nil, fmt.Errorf("file output %s: keep %d < 0", cfg.Path, cfg.Keep)
+	return newFileWriter(cfg, int64(cfg.RotateMiB)<<20, deps)
+}
+
+// newFileWriter is NewFileWriter with rotation at maxBytes, which tests
+// set below a MiB.
+func newFileWriter(cfg FileConfig, maxBytes int64, deps Dependencies) (*FileWriter, error) {
+	w := &FileWriter{
+		cfg: cfg, maxBytes: maxBytes, kinds: KindsOf(cfg.Records), ocsf: cfg.Format == FileFormatOCSF,
+		ifname: deps.IfName, product: deps.Product(),
+		buf: make([]byte, 0, fileFlushSize+4096), line: make([]byte, 0, 1024),
 	}
 	if err := w.open(); err != nil {
 		return nil, err
@@ -92,9 +132,18 @@ func NewFileWriter(cfg FileConfig) (*FileWriter, error) {
 	return w, nil
 }
 
+// Name returns the path.
+func (w *FileWriter) Name() string { return w.cfg.Path }
+
+// Run returns nil at once: a file has nothing to send.
+func (w *FileWriter) Run(context.Context) error { return nil }
+
 // WriteFlows writes one line per record. It returns the first error;
 // records not written are counted as dropped.
 func (w *FileWriter) WriteFlows(recs []flow.Record) error {
+	if w.kinds&KindFlows == 0 {
+		return nil
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.ready(); err != nil {
@@ -104,9 +153,9 @@ func (w *FileWriter) WriteFlows(recs []flow.Record) error {
 	var first error
 	for i := range recs {
 		if w.ocsf {
-			w.line = AppendFlowOCSF(w.line[:0], &recs[i], w.cfg.IfName, w.cfg.Product)
+			w.line = AppendFlowOCSF(w.line[:0], &recs[i], w.ifname, w.product)
 		} else {
-			w.line = AppendFlowJSON(w.line[:0], &recs[i], w.cfg.IfName)
+			w.line = AppendFlowJSON(w.line[:0], &recs[i], w.ifname)
 		}
 		if err := w.writeLine(); err != nil && first == nil {
 			first = err
@@ -118,6 +167,9 @@ func (w *FileWriter) WriteFlows(recs []flow.Record) error {
 // WriteAlerts writes one line per alert. It returns the first error;
 // alerts not written are counted as dropped.
 func (w *FileWriter) WriteAlerts(alerts []flow.Alert) error {
+	if w.kinds&KindAlerts == 0 {
+		return nil
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.ready(); err != nil {
@@ -127,7 +179,7 @@ func (w *FileWriter) WriteAlerts(alerts []flow.Alert) error {
 	var first error
 	for i := range alerts {
 		if w.ocsf {
-			w.line = AppendAlertOCSF(w.line[:0], &alerts[i], w.cfg.Product)
+			w.line = AppendAlertOCSF(w.line[:0], &alerts[i], w.product)
 		} else {
 			w.line = AppendAlertJSON(w.line[:0], &alerts[i])
 		}
@@ -163,7 +215,7 @@ func (w *FileWriter) Reopen() error {
 
 // Close flushes and closes the file (never standard output). Records
 // written after Close are dropped.
-func (w *FileWriter) Close() error {
+func (w *FileWriter) Close(context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -195,12 +247,12 @@ func (w *FileWriter) ready() error {
 }
 
 // writeLine buffers w.line and a newline, rotating first when the line
-// would take the file past MaxBytes.
+// would take the file past maxBytes.
 func (w *FileWriter) writeLine() error {
 	w.line = append(w.line, '\n')
 	n := int64(len(w.line))
 	var err error
-	if w.cfg.MaxBytes > 0 && w.f != nil && w.size > 0 && w.size+n > w.cfg.MaxBytes {
+	if w.maxBytes > 0 && w.f != nil && w.size > 0 && w.size+n > w.maxBytes {
 		err = w.rotate()
 	}
 	if w.out == nil {
@@ -259,7 +311,7 @@ func (w *FileWriter) endCutLine() {
 
 // rotate moves the full file aside (path -> path.1 -> ... -> path.Keep)
 // and starts a new one. When the files cannot be moved, writing goes on
-// in the same file and rotation is tried again after another MaxBytes.
+// in the same file and rotation is tried again after another maxBytes.
 func (w *FileWriter) rotate() error {
 	err := errors.Join(w.flush(), w.closeFile())
 	if serr := w.shift(); serr != nil {

@@ -68,25 +68,37 @@ func srcPort(t *testing.T, line []byte) int {
 
 func TestFileWriterConfig(t *testing.T) {
 	dir := t.TempDir()
-	for _, c := range []FileConfig{
-		{Path: ""},
-		{Path: filepath.Join(dir, "x"), Format: "csv"},
-		{Path: filepath.Join(dir, "x"), MaxBytes: -1},
-		{Path: filepath.Join(dir, "x"), Keep: -1},
-		{Path: filepath.Join(dir, "missing", "x")},
+	for _, edit := range []func(*FileConfig){
+		func(c *FileConfig) { c.Path = "" },
+		func(c *FileConfig) { c.Format = "csv" },
+		func(c *FileConfig) { c.Format = "" },
+		func(c *FileConfig) { c.Records = "packets" },
+		func(c *FileConfig) { c.RotateMiB = -1 },
+		func(c *FileConfig) { c.Keep = -1 },
+		func(c *FileConfig) { c.Path = filepath.Join(dir, "missing", "x") },
 	} {
-		if w, err := NewFileWriter(c); err == nil {
-			w.Close()
+		c := DefaultFileConfig()
+		c.Path = filepath.Join(dir, "x")
+		edit(&c)
+		if w, err := NewFileWriter(c, Dependencies{}); err == nil {
+			w.Close(context.Background())
 			t.Errorf("NewFileWriter(%+v) accepted", c)
 		}
 	}
+	c := DefaultFileConfig()
+	c.Path = filepath.Join(dir, "x")
+	w, err := NewFileWriter(c, Dependencies{})
+	if err != nil {
+		t.Fatalf("NewFileWriter(%+v): %v", c, err)
+	}
+	w.Close(context.Background())
 }
 
 func TestFileWriterRotation(t *testing.T) {
 	lineLen := len(AppendFlowJSON(nil, &numberedFlows(0, 1)[0], nil)) + 1
 	const maxBytes, keep, total = 4096, 3, 1000
 	path := filepath.Join(t.TempDir(), "flows.jsonl")
-	w, err := NewFileWriter(FileConfig{Path: path, MaxBytes: maxBytes, Keep: keep})
+	w, err := newFileWriter(FileConfig{Path: path, Keep: keep}, maxBytes, Dependencies{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +107,7 @@ func TestFileWriterRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if w.Written() != total || w.Dropped() != 0 {
@@ -141,7 +153,7 @@ func TestFileWriterRotation(t *testing.T) {
 // file is deleted.
 func TestFileWriterOversizeLinesKeepZero(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "flows.jsonl")
-	w, err := NewFileWriter(FileConfig{Path: path, MaxBytes: 100})
+	w, err := newFileWriter(FileConfig{Path: path}, 100, Dependencies{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +162,7 @@ func TestFileWriterOversizeLinesKeepZero(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	lines := readLines(t, path)
@@ -169,14 +181,14 @@ func TestFileWriterAppendsToExisting(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"cut":`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w, err := NewFileWriter(FileConfig{Path: path})
+	w, err := newFileWriter(FileConfig{Path: path}, 0, Dependencies{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := w.WriteFlows(numberedFlows(7, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
@@ -192,7 +204,7 @@ func TestFileWriterAppendsToExisting(t *testing.T) {
 func TestFileWriterReopen(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "alerts.jsonl")
-	w, err := NewFileWriter(FileConfig{Path: path, Format: FileFormatOCSF, Product: testProduct})
+	w, err := newFileWriter(FileConfig{Path: path, Format: FileFormatOCSF}, 0, testDeps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +225,7 @@ func TestFileWriterReopen(t *testing.T) {
 	must(w.WriteAlerts(alert("b")))
 	must(w.Reopen())
 	must(w.WriteAlerts(alert("c")))
-	must(w.Close())
+	must(w.Close(context.Background()))
 	ids := func(p string) (out []string) {
 		for _, l := range readLines(t, p) {
 			var v struct {
@@ -248,7 +260,7 @@ func TestFileWriterWriteErrorCounted(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full")
 	}
-	w, err := NewFileWriter(FileConfig{Path: "/dev/full"})
+	w, err := newFileWriter(FileConfig{Path: "/dev/full"}, 0, Dependencies{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +274,7 @@ func TestFileWriterWriteErrorCounted(t *testing.T) {
 	if err := w.WriteFlows(numberedFlows(0, 400)); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("WriteFlows: %v, want ENOSPC", err)
 	}
-	if err := w.Close(); !errors.Is(err, syscall.ENOSPC) {
+	if err := w.Close(context.Background()); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Close: %v, want ENOSPC", err)
 	}
 	if w.Written() != 0 || w.Dropped() != 403 {
@@ -281,7 +293,7 @@ func TestFileWriterRotationFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	lineLen := len(AppendFlowJSON(nil, &numberedFlows(0, 1)[0], nil)) + 1
-	w, err := NewFileWriter(FileConfig{Path: path, MaxBytes: int64(3 * lineLen), Keep: 1})
+	w, err := newFileWriter(FileConfig{Path: path, Keep: 1}, int64(3*lineLen), Dependencies{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +314,7 @@ func TestFileWriterRotationFailure(t *testing.T) {
 	if err := w.WriteFlows(numberedFlows(4, 4)); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if a, b := len(readLines(t, path+".1")), len(readLines(t, path)); a != 6 || b != 2 || w.Written() != 8 {
@@ -325,7 +337,7 @@ func TestFileWriterDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "flows.jsonl")
-	w, err := NewFileWriter(FileConfig{Path: path})
+	w, err := newFileWriter(FileConfig{Path: path}, 0, Dependencies{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +356,7 @@ func TestFileWriterDiskFull(t *testing.T) {
 	if err := w.WriteFlows(numberedFlows(60000, 10)); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	sent += 10
@@ -377,7 +389,7 @@ func TestFileWriterDiskFull(t *testing.T) {
 // test binary) writes to its real stdout, the parent reads it.
 func TestFileWriterStdout(t *testing.T) {
 	if os.Getenv("VIGIL_TEST_STDOUT_CHILD") == "1" {
-		w, err := NewFileWriter(FileConfig{Path: "-", MaxBytes: 10})
+		w, err := newFileWriter(FileConfig{Path: "-"}, 10, Dependencies{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -387,7 +399,7 @@ func TestFileWriterStdout(t *testing.T) {
 		if err := w.Reopen(); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Close(); err != nil {
+		if err := w.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stdout.WriteString("after\n"); err != nil {
@@ -412,7 +424,7 @@ func TestFileWriterStdout(t *testing.T) {
 // Concurrent writers, flushes and reopens never interleave lines.
 func TestFileWriterConcurrent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mixed.jsonl")
-	w, err := NewFileWriter(FileConfig{Path: path, MaxBytes: 64 << 10, Keep: 100})
+	w, err := newFileWriter(FileConfig{Path: path, Keep: 100}, 64<<10, Dependencies{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +445,7 @@ func TestFileWriterConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if err := w.Close(); err != nil {
+	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(path + "*")
@@ -450,8 +462,8 @@ func BenchmarkFileWriter(b *testing.B) {
 	for _, format := range []string{FileFormatVigil, FileFormatOCSF} {
 		b.Run(format, func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "flows.jsonl")
-			w, err := NewFileWriter(FileConfig{Path: path, Format: format, MaxBytes: 64 << 20, Keep: 1,
-				IfName: func(uint32) string { return "eth0" }, Product: testProduct})
+			w, err := newFileWriter(FileConfig{Path: path, Format: format, Keep: 1}, 64<<20,
+				Dependencies{IfName: func(uint32) string { return "eth0" }, Version: testProduct.Version, Sensor: testProduct.Sensor})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -463,7 +475,7 @@ func BenchmarkFileWriter(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			if err := w.Close(); err != nil {
+			if err := w.Close(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 			n := float64(b.N * len(recs))

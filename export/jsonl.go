@@ -1,11 +1,12 @@
-// Package export turns flow records (and, later, alerts) into the
-// formats backends read, and sends them.
+// Package export turns flow records and alerts into the formats
+// backends read (Vigil's JSON lines, OCSF, protobuf) and writes them:
+// to files (FileWriter) and, through an on-disk spool, to network sinks
+// (Sink, an Encoder and a Transport). Both are Outputs. The transports
+// are in export/ipfix, export/kafka and export/webhook; export/sinks
+// knows them all and opens the export section.
 package export
 
 import (
-	"bufio"
-	"fmt"
-	"io"
 	"math"
 	"net/netip"
 	"strconv"
@@ -14,59 +15,6 @@ import (
 
 	"github.com/vigil-sensor/vigil/flow"
 )
-
-// JSONLines writes flow records as JSON lines (schema: docs/FLOWS.md).
-// Encoding appends into one reused buffer: no allocation per record.
-// It is not safe for concurrent use.
-type JSONLines struct {
-	w      *bufio.Writer
-	ifname func(ifindex uint32) string
-	buf    []byte
-	count  uint64
-}
-
-// NewJSONLines returns a writer of JSON lines to w. ifname names
-// interfaces by index; it may be nil.
-func NewJSONLines(w io.Writer, ifname func(uint32) string) *JSONLines {
-	return &JSONLines{w: bufio.NewWriterSize(w, 256<<10), ifname: ifname, buf: make([]byte, 0, 1024)}
-}
-
-// WriteFlows writes records, one line each.
-func (j *JSONLines) WriteFlows(recs []flow.Record) error {
-	for i := range recs {
-		j.buf = AppendFlowJSON(j.buf[:0], &recs[i], j.ifname)
-		j.buf = append(j.buf, '\n')
-		if _, err := j.w.Write(j.buf); err != nil {
-			return fmt.Errorf("writing flow: %w", err)
-		}
-	}
-	j.count += uint64(len(recs))
-	return nil
-}
-
-// WriteAlerts writes alerts, one line each.
-func (j *JSONLines) WriteAlerts(alerts []flow.Alert) error {
-	for i := range alerts {
-		j.buf = AppendAlertJSON(j.buf[:0], &alerts[i])
-		j.buf = append(j.buf, '\n')
-		if _, err := j.w.Write(j.buf); err != nil {
-			return fmt.Errorf("writing alert: %w", err)
-		}
-	}
-	j.count += uint64(len(alerts))
-	return nil
-}
-
-// Flush writes buffered lines through.
-func (j *JSONLines) Flush() error {
-	if err := j.w.Flush(); err != nil {
-		return fmt.Errorf("flushing flows: %w", err)
-	}
-	return nil
-}
-
-// Written returns the number of records written.
-func (j *JSONLines) Written() uint64 { return j.count }
 
 // timeLayout is RFC 3339 in UTC with nanoseconds, fixed width.
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"

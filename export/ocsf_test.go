@@ -16,7 +16,10 @@ import (
 	"github.com/vigil-sensor/vigil/flow"
 )
 
-var testProduct = OCSFProduct{Version: "1.2.3", Sensor: "edge-1.example.net"}
+var (
+	testProduct = OCSFProduct{Version: "1.2.3", Sensor: "edge-1.example.net"}
+	testDeps    = Dependencies{Version: testProduct.Version, Sensor: testProduct.Sensor}
+)
 
 func testIfName(i uint32) string { return map[uint32]string{2: "eth0", 3: "wan \"0\""}[i] }
 

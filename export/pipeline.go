@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -44,7 +45,7 @@ func (o *SinkOptions) defaults() {
 	}
 }
 
-// Sink is a network sink behind a spool: the data path encodes records
+// Sink is a network sink behind a spool, an Output: the data path encodes records
 // into the spool and never waits on the network; Run sends from the spool
 // with retries and exponential backoff, and acknowledges what the
 // upstream took. Records survive upstream outages and restarts.
@@ -110,10 +111,16 @@ func spoolAll[T any](s *Sink, vs []T, appendItem func([]byte, *T) []byte) error 
 	}
 	if err := s.spool.Append(s.items); err != nil && !errors.Is(err, spool.ErrOversize) {
 		s.spoolErrs.Add(1)
-		return err
+		return fmt.Errorf("sink %s: %w", s.name, err)
 	}
 	return nil
 }
+
+// Flush does nothing: written records are in the spool already.
+func (s *Sink) Flush() error { return nil }
+
+// Reopen does nothing: a sink has no file to reopen.
+func (s *Sink) Reopen() error { return nil }
 
 // Run sends from the spool until ctx is done.
 func (s *Sink) Run(ctx context.Context) error {

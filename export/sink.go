@@ -2,6 +2,9 @@ package export
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/vigil-sensor/vigil/flow"
 )
@@ -14,6 +17,66 @@ const (
 	KindFlows Kinds = 1 << iota
 	KindAlerts
 )
+
+// Values of a records key (export.files[].records, export.kafka[].records).
+var RecordsValues = []string{"flows", "alerts", "all"}
+
+// KindsOf returns the kinds a records key selects: "flows", "alerts",
+// or anything else (all, "") for both.
+func KindsOf(records string) Kinds {
+	switch records {
+	case "flows":
+		return KindFlows
+	case "alerts":
+		return KindAlerts
+	}
+	return KindFlows | KindAlerts
+}
+
+// Output is where records go: a file (FileWriter) or a network sink
+// behind its spool (Sink). Writing never waits on the network.
+type Output interface {
+	// Name names the output in errors, logs and metrics.
+	Name() string
+	// WriteFlows and WriteAlerts take the records of the kinds the
+	// output carries and ignore the others.
+	WriteFlows(recs []flow.Record) error
+	WriteAlerts(alerts []flow.Alert) error
+	// Flush writes buffered records through (a file's lines; a sink's
+	// records are in its spool already).
+	Flush() error
+	// Reopen opens a file again after log rotation; sinks have nothing
+	// to reopen.
+	Reopen() error
+	// Run sends until ctx is done (a sink); a file has nothing to send
+	// and returns at once.
+	Run(ctx context.Context) error
+	// Close flushes and closes; a sink first tries to send what it holds
+	// until ctx is done.
+	Close(ctx context.Context) error
+}
+
+// Dependencies are what the outputs take from the sensor rather than
+// from their configuration.
+type Dependencies struct {
+	Sensor  string              // this sensor in exports (export.sensor_name or the host name)
+	Version string              // Vigil's version: webhook User-Agent, OCSF product
+	IfName  func(uint32) string // names interfaces by index; may be nil
+	Log     *slog.Logger        // may be nil
+}
+
+// Product is the OCSF metadata of this sensor.
+func (d Dependencies) Product() OCSFProduct {
+	return OCSFProduct{Version: d.Version, Sensor: d.Sensor}
+}
+
+// Logger returns Log, or a logger that discards.
+func (d Dependencies) Logger() *slog.Logger {
+	if d.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.Log
+}
 
 // Encoder turns flow records and alerts into spool items. An item is
 // self-contained: after a restart the transport sends it with no state
@@ -40,3 +103,28 @@ type Transport interface {
 	// Close: it reconnects.
 	Close() error
 }
+
+// RejectedError says that item n (the count Send returned) is rejected
+// by the upstream and will not be accepted on retry: the caller drops
+// it and counts it.
+type RejectedError struct{ Err error }
+
+func (e *RejectedError) Error() string { return "rejected by upstream: " + e.Err.Error() }
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// RetryAfterError is a retryable failure for which the upstream asked
+// to wait Delay before the next try (HTTP Retry-After on 429 or 503).
+type RetryAfterError struct {
+	Delay time.Duration
+	Err   error
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (retry after %v)", e.Err, e.Delay)
+}
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+var (
+	_ Output = (*FileWriter)(nil)
+	_ Output = (*Sink)(nil)
+)

@@ -1,6 +1,9 @@
 package sampler
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Mode is how the capture program is attached to an interface.
 type Mode string
@@ -38,3 +41,12 @@ func packRate(n uint32) uint64 {
 	t := (uint64(1)<<32+uint64(n)-1)/uint64(n) - 1
 	return t<<32 | uint64(n)
 }
+
+// Sampling cadence: the controller steps every SamplingTick; the
+// self-check compares estimates with the counters every checkEvery over
+// the last checkWindow.
+const (
+	SamplingTick = 100 * time.Millisecond
+	checkEvery   = time.Second      // the self-check runs this often
+	CheckWindow  = 10 * time.Second // the self-check's window
+)

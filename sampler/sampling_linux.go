@@ -12,15 +12,6 @@ import (
 	"github.com/vigil-sensor/vigil/flow"
 )
 
-// Sampling cadence: the controller steps every SamplingTick; the
-// self-check compares estimates with the counters every checkEvery over
-// the last checkWindow.
-const (
-	SamplingTick = 100 * time.Millisecond
-	checkEvery   = time.Second
-	CheckWindow  = 10 * time.Second // the self-check's window
-)
-
 // Sampling runs the adaptive rate controller and the self-check over
 // the capture path's counters, with the wall clock.
 type Sampling struct {

@@ -1,0 +1,42 @@
+package spool
+
+import (
+	"path/filepath"
+
+	"github.com/vigil-sensor/vigil/internal/config"
+)
+
+// Config is the export section's spool block: where every network sink
+// queues its records and how much it may keep.
+type Config struct {
+	Dir    string `yaml:"dir"`     // each sink spools in DIR/<sink name>
+	MaxMiB int    `yaml:"max_mib"` // budget per sink; past it the oldest records are dropped and counted
+	Fsync  string `yaml:"fsync"`   // interval (every second), always, never
+}
+
+// DefaultConfig returns the packaged defaults.
+func DefaultConfig() Config {
+	return Config{Dir: "/var/lib/vigil/spool", MaxMiB: 256, Fsync: "interval"}
+}
+
+// Validate checks the block; whether a directory is needed at all is
+// the export section's to say.
+func (c Config) Validate() config.Problems {
+	var p config.Problems
+	if c.MaxMiB < 1 {
+		p.Add("max_mib", "must be at least 1, got %d", c.MaxMiB)
+	}
+	if _, err := ParseFsyncPolicy(c.Fsync); err != nil || c.Fsync == "" {
+		p.Add("fsync", "%q is not interval, always or never", c.Fsync)
+	}
+	return p
+}
+
+// Open opens the spool of the sink called name, DIR/name.
+func (c Config) Open(name string) (*Spool, error) {
+	fsync, err := ParseFsyncPolicy(c.Fsync)
+	if err != nil {
+		return nil, err
+	}
+	return Open(filepath.Join(c.Dir, name), Options{MaxBytes: int64(c.MaxMiB) << 20, Fsync: fsync})
+}
