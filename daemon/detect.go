@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-sensor/vigil/detect"
+	"github.com/vigil-sensor/vigil/internal/metric"
 )
 
 // detector is the daemon's side of detection: it keeps the lists'
@@ -63,7 +64,7 @@ func (dt *detector) replace(ctx context.Context, set *detect.RuleSet, cfg *Detec
 // collector exposes the engine's metrics and the daemon's drops.
 func (dt *detector) collectors() []prometheus.Collector {
 	return []prometheus.Collector{detect.NewCollector(dt.eng), prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "vigil_detect_dropped_samples_total",
+		Name: metric.Name("detect_dropped_samples_total"),
 		Help: "Samples the detection engine did not evaluate because it was behind the capture.",
 	}, func() float64 { return float64(dt.dropped()) })}
 }

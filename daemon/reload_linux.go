@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-sensor/vigil/detect"
+	"github.com/vigil-sensor/vigil/internal/metric"
 )
 
 // reload re-reads the configuration file and the rule files (SIGHUP,
@@ -158,11 +159,11 @@ type daemonCollector struct {
 func newDaemonCollector(d *daemon) *daemonCollector {
 	return &daemonCollector{
 		d:        d,
-		reloads:  prometheus.NewDesc("vigil_config_reloads_total", "Successful configuration reloads.", nil, nil),
-		failures: prometheus.NewDesc("vigil_config_reload_failures_total", "Configuration reloads refused (bad file); the running configuration was kept.", nil, nil),
-		lastOK:   prometheus.NewDesc("vigil_config_last_reload_success", "1 if the last configuration reload succeeded (or none was tried), 0 if it failed.", nil, nil),
-		written:  prometheus.NewDesc("vigil_flow_records_written_total", "Flow records written to the flows output.", nil, nil),
-		dropped:  prometheus.NewDesc("vigil_flow_records_dropped_total", "Flow records lost because the flows output failed.", nil, nil),
+		reloads:  prometheus.NewDesc(metric.Name("config_reloads_total"), "Successful configuration reloads.", nil, nil),
+		failures: prometheus.NewDesc(metric.Name("config_reload_failures_total"), "Configuration reloads refused (bad file); the running configuration was kept.", nil, nil),
+		lastOK:   prometheus.NewDesc(metric.Name("config_last_reload_success"), "1 if the last configuration reload succeeded (or none was tried), 0 if it failed.", nil, nil),
+		written:  prometheus.NewDesc(metric.Name("flow_records_written_total"), "Flow records written to the flows output.", nil, nil),
+		dropped:  prometheus.NewDesc(metric.Name("flow_records_dropped_total"), "Flow records lost because the flows output failed.", nil, nil),
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/metric"
 )
 
 // RuleStats are one rule's counters.
@@ -56,20 +57,20 @@ func (e *Engine) EngineStats() EngineStats {
 }
 
 var (
-	descEvents     = prometheus.NewDesc("vigil_detect_events_total", "Events a rule evaluated.", []string{"rule"}, nil)
-	descMatches    = prometheus.NewDesc("vigil_detect_matches_total", "Events a rule's filter kept.", []string{"rule"}, nil)
-	descLate       = prometheus.NewDesc("vigil_detect_late_events_total", "Events older than a rule's window, dropped.", []string{"rule"}, nil)
-	descEvictions  = prometheus.NewDesc("vigil_detect_evictions_total", "Keys a rule dropped because its state was full.", []string{"rule"}, nil)
-	descFull       = prometheus.NewDesc("vigil_detect_state_full_total", "Events a rule dropped: its state was full of keys with running alerts.", []string{"rule"}, nil)
-	descSuppressed = prometheus.NewDesc("vigil_detect_alerts_suppressed_total", "Alert reports held back by the rate limits.", []string{"rule"}, nil)
-	descAlerts     = prometheus.NewDesc("vigil_detect_alerts_total", "Alert reports, by state.", []string{"rule", "state"}, nil)
-	descEval       = prometheus.NewDesc("vigil_detect_eval_seconds_total", "Time a rule spent evaluating events.", []string{"rule"}, nil)
-	descKeys       = prometheus.NewDesc("vigil_detect_keys", "Keys a rule tracks.", []string{"rule"}, nil)
-	descActive     = prometheus.NewDesc("vigil_detect_active_alerts", "Alerts running.", []string{"rule"}, nil)
-	descRules      = prometheus.NewDesc("vigil_detect_rules", "Rules running.", nil, nil)
-	descGlobalSupp = prometheus.NewDesc("vigil_detect_global_suppressed_total", "Alert reports held back by the global rate limit.", nil, nil)
-	descChainDrop  = prometheus.NewDesc("vigil_detect_chain_dropped_total", "Alerts not fed back to rules past the chain depth.", nil, nil)
-	descListLen    = prometheus.NewDesc("vigil_detect_list_entries", "Prefixes in an address list.", []string{"list"}, nil)
+	descEvents     = prometheus.NewDesc(metric.Name("detect_events_total"), "Events a rule evaluated.", []string{"rule"}, nil)
+	descMatches    = prometheus.NewDesc(metric.Name("detect_matches_total"), "Events a rule's filter kept.", []string{"rule"}, nil)
+	descLate       = prometheus.NewDesc(metric.Name("detect_late_events_total"), "Events older than a rule's window, dropped.", []string{"rule"}, nil)
+	descEvictions  = prometheus.NewDesc(metric.Name("detect_evictions_total"), "Keys a rule dropped because its state was full.", []string{"rule"}, nil)
+	descFull       = prometheus.NewDesc(metric.Name("detect_state_full_total"), "Events a rule dropped: its state was full of keys with running alerts.", []string{"rule"}, nil)
+	descSuppressed = prometheus.NewDesc(metric.Name("detect_alerts_suppressed_total"), "Alert reports held back by the rate limits.", []string{"rule"}, nil)
+	descAlerts     = prometheus.NewDesc(metric.Name("detect_alerts_total"), "Alert reports, by state.", []string{"rule", "state"}, nil)
+	descEval       = prometheus.NewDesc(metric.Name("detect_eval_seconds_total"), "Time a rule spent evaluating events.", []string{"rule"}, nil)
+	descKeys       = prometheus.NewDesc(metric.Name("detect_keys"), "Keys a rule tracks.", []string{"rule"}, nil)
+	descActive     = prometheus.NewDesc(metric.Name("detect_active_alerts"), "Alerts running.", []string{"rule"}, nil)
+	descRules      = prometheus.NewDesc(metric.Name("detect_rules"), "Rules running.", nil, nil)
+	descGlobalSupp = prometheus.NewDesc(metric.Name("detect_global_suppressed_total"), "Alert reports held back by the global rate limit.", nil, nil)
+	descChainDrop  = prometheus.NewDesc(metric.Name("detect_chain_dropped_total"), "Alerts not fed back to rules past the chain depth.", nil, nil)
+	descListLen    = prometheus.NewDesc(metric.Name("detect_list_entries"), "Prefixes in an address list.", []string{"list"}, nil)
 )
 
 // Collector exposes an engine's counters to Prometheus at scrape time.

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-sensor/vigil/internal/metric"
 )
 
 // Collector exposes every sink's counters to Prometheus, labelled by sink.
@@ -18,18 +20,18 @@ func NewCollector(sinks func() []*Sink) *Collector {
 }
 
 var (
-	descSpooled     = prometheus.NewDesc("vigil_export_records_spooled_total", "Records written to the sink's spool.", []string{"sink"}, nil)
-	descSent        = prometheus.NewDesc("vigil_export_records_sent_total", "Records accepted by the upstream.", []string{"sink"}, nil)
-	descFailures    = prometheus.NewDesc("vigil_export_send_failures_total", "Sends that failed (the records stay in the spool).", []string{"sink"}, nil)
-	descRetries     = prometheus.NewDesc("vigil_export_send_retries_total", "Sends retried after a backoff.", []string{"sink"}, nil)
-	descDropped     = prometheus.NewDesc("vigil_export_records_dropped_total", "Records given up, by reason: spool_full (budget reached, oldest dropped), corrupt (checksum failed on disk), oversize (larger than a spool segment), rejected (the upstream refused it for good).", []string{"sink", "reason"}, nil)
-	descRedelivered = prometheus.NewDesc("vigil_export_records_redelivered_total", "Records sent again after a restart that the upstream may have had already (at-least-once duplicates).", []string{"sink"}, nil)
-	descCorrupt     = prometheus.NewDesc("vigil_export_spool_corrupt_segments_total", "Spool segments found corrupt and skipped.", []string{"sink"}, nil)
-	descSpoolErrors = prometheus.NewDesc("vigil_export_spool_write_errors_total", "Appends to the spool that failed (disk errors).", []string{"sink"}, nil)
-	descBytes       = prometheus.NewDesc("vigil_export_spool_bytes", "Bytes in the sink's spool on disk.", []string{"sink"}, nil)
-	descPending     = prometheus.NewDesc("vigil_export_spool_records", "Records waiting in the sink's spool.", []string{"sink"}, nil)
-	descOldest      = prometheus.NewDesc("vigil_export_oldest_unsent_age_seconds", "Age of the oldest record not yet accepted upstream; 0 when the spool is empty.", []string{"sink"}, nil)
-	descUp          = prometheus.NewDesc("vigil_export_up", "1 when the sink's last send worked.", []string{"sink"}, nil)
+	descSpooled     = prometheus.NewDesc(metric.Name("export_records_spooled_total"), "Records written to the sink's spool.", []string{"sink"}, nil)
+	descSent        = prometheus.NewDesc(metric.Name("export_records_sent_total"), "Records accepted by the upstream.", []string{"sink"}, nil)
+	descFailures    = prometheus.NewDesc(metric.Name("export_send_failures_total"), "Sends that failed (the records stay in the spool).", []string{"sink"}, nil)
+	descRetries     = prometheus.NewDesc(metric.Name("export_send_retries_total"), "Sends retried after a backoff.", []string{"sink"}, nil)
+	descDropped     = prometheus.NewDesc(metric.Name("export_records_dropped_total"), "Records given up, by reason: spool_full (budget reached, oldest dropped), corrupt (checksum failed on disk), oversize (larger than a spool segment), rejected (the upstream refused it for good).", []string{"sink", "reason"}, nil)
+	descRedelivered = prometheus.NewDesc(metric.Name("export_records_redelivered_total"), "Records sent again after a restart that the upstream may have had already (at-least-once duplicates).", []string{"sink"}, nil)
+	descCorrupt     = prometheus.NewDesc(metric.Name("export_spool_corrupt_segments_total"), "Spool segments found corrupt and skipped.", []string{"sink"}, nil)
+	descSpoolErrors = prometheus.NewDesc(metric.Name("export_spool_write_errors_total"), "Appends to the spool that failed (disk errors).", []string{"sink"}, nil)
+	descBytes       = prometheus.NewDesc(metric.Name("export_spool_bytes"), "Bytes in the sink's spool on disk.", []string{"sink"}, nil)
+	descPending     = prometheus.NewDesc(metric.Name("export_spool_records"), "Records waiting in the sink's spool.", []string{"sink"}, nil)
+	descOldest      = prometheus.NewDesc(metric.Name("export_oldest_unsent_age_seconds"), "Age of the oldest record not yet accepted upstream; 0 when the spool is empty.", []string{"sink"}, nil)
+	descUp          = prometheus.NewDesc(metric.Name("export_up"), "1 when the sink's last send worked.", []string{"sink"}, nil)
 )
 
 // Describe implements prometheus.Collector.

@@ -1,6 +1,10 @@
 package flow
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-sensor/vigil/internal/metric"
+)
 
 // Collector exposes a table's counters to Prometheus, read at scrape time.
 type Collector struct {
@@ -12,12 +16,12 @@ type Collector struct {
 func NewCollector(t *Table) *Collector {
 	return &Collector{
 		t:       t,
-		active:  prometheus.NewDesc("vigil_flows_active", "Flows in the flow table.", nil, nil),
-		created: prometheus.NewDesc("vigil_flows_created_total", "Flows started in the flow table.", nil, nil),
-		samples: prometheus.NewDesc("vigil_flow_samples_total", "Samples accounted into flows.", nil, nil),
-		expired: prometheus.NewDesc("vigil_flows_expired_total", "Flow records ended, by end reason.", []string{"reason"}, nil),
-		evict:   prometheus.NewDesc("vigil_flow_evictions_total", "Flows ended early because the table held flows.max_flows.", nil, nil),
-		slots:   prometheus.NewDesc("vigil_flow_table_slots", "Flow slots allocated in the table (grows, never shrinks).", nil, nil),
+		active:  prometheus.NewDesc(metric.Name("flows_active"), "Flows in the flow table.", nil, nil),
+		created: prometheus.NewDesc(metric.Name("flows_created_total"), "Flows started in the flow table.", nil, nil),
+		samples: prometheus.NewDesc(metric.Name("flow_samples_total"), "Samples accounted into flows.", nil, nil),
+		expired: prometheus.NewDesc(metric.Name("flows_expired_total"), "Flow records ended, by end reason.", []string{"reason"}, nil),
+		evict:   prometheus.NewDesc(metric.Name("flow_evictions_total"), "Flows ended early because the table held flows.max_flows.", nil, nil),
+		slots:   prometheus.NewDesc(metric.Name("flow_table_slots"), "Flow slots allocated in the table (grows, never shrinks).", nil, nil),
 	}
 }
 

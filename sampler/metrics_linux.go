@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/metric"
 )
 
 // Collector exposes the capture path to Prometheus. It reads the per-CPU
@@ -25,23 +26,23 @@ func NewCollector(progs *Programs, mgr *Manager, reader *Reader, log *slog.Logge
 	d := prometheus.NewDesc
 	return &Collector{
 		progs: progs, mgr: mgr, reader: reader, log: log,
-		packets: d("vigil_packets_total", "Packets seen by the capture program, counted exactly.",
+		packets: d(metric.Name("packets_total"), "Packets seen by the capture program, counted exactly.",
 			[]string{"interface", "direction"}, nil),
-		bytes: d("vigil_bytes_total", "Bytes seen by the capture program, counted exactly.",
+		bytes: d(metric.Name("bytes_total"), "Bytes seen by the capture program, counted exactly.",
 			[]string{"interface", "direction"}, nil),
-		samples: d("vigil_samples_total", "Samples submitted to the ring buffer.", nil, nil),
-		drops: d("vigil_sample_drops_total", "Samples lost, by reason.",
+		samples: d(metric.Name("samples_total"), "Samples submitted to the ring buffer.", nil, nil),
+		drops: d(metric.Name("sample_drops_total"), "Samples lost, by reason.",
 			[]string{"reason"}, nil),
-		parse: d("vigil_parse_total", "Packets by parse outcome.",
+		parse: d(metric.Name("parse_total"), "Packets by parse outcome.",
 			[]string{"outcome"}, nil),
-		mode: d("vigil_attach_mode", "1 for the mode each interface is attached in.",
+		mode: d(metric.Name("attach_mode"), "1 for the mode each interface is attached in.",
 			[]string{"interface", "mode"}, nil),
-		failures: d("vigil_attach_failures_total", "Failed attach attempts.",
+		failures: d(metric.Name("attach_failures_total"), "Failed attach attempts.",
 			[]string{"interface"}, nil),
-		rate: d("vigil_sampling_rate", "The 1-in-N sampling rate in force.", nil, nil),
-		wakeups: d("vigil_ringbuf_wakeups_total", "Reader wakeups forced by the ring buffer backlog.",
+		rate: d(metric.Name("sampling_rate"), "The 1-in-N sampling rate in force.", nil, nil),
+		wakeups: d(metric.Name("ringbuf_wakeups_total"), "Reader wakeups forced by the ring buffer backlog.",
 			nil, nil),
-		batches: d("vigil_sample_batches_total", "Sample batches handed downstream.", nil, nil),
+		batches: d(metric.Name("sample_batches_total"), "Sample batches handed downstream.", nil, nil),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/metric"
 )
 
 // Sampling runs the adaptive rate controller and the self-check over
@@ -231,21 +232,21 @@ func (s *Sampling) Collector() prometheus.Collector {
 	d := prometheus.NewDesc
 	return &samplingCollector{
 		s: s,
-		rate: d("vigil_interface_sampling_rate", "The 1-in-N sampling rate in force on each interface.",
+		rate: d(metric.Name("interface_sampling_rate"), "The 1-in-N sampling rate in force on each interface.",
 			[]string{"interface"}, nil),
-		budget: d("vigil_sample_budget", "The adaptive sampling budget in samples per second (0: fixed sampling).",
+		budget: d(metric.Name("sample_budget"), "The adaptive sampling budget in samples per second (0: fixed sampling).",
 			nil, nil),
-		backoff: d("vigil_sample_budget_backoff", "The fraction of the budget in force after drops (1: all of it).",
+		backoff: d(metric.Name("sample_budget_backoff"), "The fraction of the budget in force after drops (1: all of it).",
 			nil, nil),
-		perSecond: d("vigil_samples_per_second", "Samples submitted to the ring buffer per second, over the last 100 ms.",
+		perSecond: d(metric.Name("samples_per_second"), "Samples submitted to the ring buffer per second, over the last 100 ms.",
 			nil, nil),
-		adjustments: d("vigil_sampling_adjustments_total", "Rate changes made by the adaptive sampling controller.",
+		adjustments: d(metric.Name("sampling_adjustments_total"), "Rate changes made by the adaptive sampling controller.",
 			[]string{"interface", "direction"}, nil),
-		estimated: d("vigil_estimated_packets_total", "Packets the delivered samples stand for (each weighed by its rate).",
+		estimated: d(metric.Name("estimated_packets_total"), "Packets the delivered samples stand for (each weighed by its rate).",
 			[]string{"interface"}, nil),
-		relErr: d("vigil_estimate_relative_error", "Self-check: (estimated - counted) / counted packets over the last 10 s.",
+		relErr: d(metric.Name("estimate_relative_error"), "Self-check: (estimated - counted) / counted packets over the last 10 s.",
 			[]string{"interface"}, nil),
-		bound: d("vigil_estimate_error_bound", "Self-check: the relative half-width of the estimate's 95% interval over the last 10 s.",
+		bound: d(metric.Name("estimate_error_bound"), "Self-check: the relative half-width of the estimate's 95% interval over the last 10 s.",
 			[]string{"interface"}, nil),
 	}
 }
