@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/vigil-sensor/vigil/detect"
 	"github.com/vigil-sensor/vigil/export/sinks"
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/internal/config"
@@ -29,7 +30,7 @@ type Config struct {
 	Capture sampler.Config `yaml:"capture"`
 	Flows   FlowsConfig    `yaml:"flows"`
 	Export  sinks.Config   `yaml:"export"`
-	Detect  DetectConfig   `yaml:"detect"`
+	Detect  detect.Config  `yaml:"detect"`
 	HTTP    HTTPConfig     `yaml:"http"`
 	Log     LogConfig      `yaml:"log"`
 }
@@ -59,7 +60,7 @@ func DefaultConfig() Config {
 		Capture: sampler.DefaultConfig(),
 		Flows:   FlowsConfig{Config: flow.DefaultConfig(), Output: "-"},
 		Export:  sinks.DefaultConfig(),
-		Detect:  defaultDetect(),
+		Detect:  detect.DefaultConfig(),
 		HTTP:    HTTPConfig{Listen: DefaultMetricsAddr},
 		Log:     LogConfig{Level: "info", Format: "text", StatsInterval: Duration{D: time.Minute}},
 	}
@@ -73,7 +74,7 @@ func (c *Config) Validate() config.Problems {
 	ps.In("capture", c.Capture.Validate())
 	ps.In("flows", c.Flows.Validate())
 	ps.In("export", c.Export.Validate())
-	c.Detect.validate(func(field, format string, args ...any) { ps.Add(field, format, args...) })
+	ps.In("detect", c.Detect.Validate())
 	ps.In("http", c.HTTP.Validate())
 	ps.In("log", c.Log.Validate())
 	return ps

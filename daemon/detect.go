@@ -28,7 +28,7 @@ type detector struct {
 }
 
 // newDetector serves the pipeline's engine; nil when detection is off.
-func newDetector(p *pipeline, cfg *DetectConfig, log *slog.Logger) *detector {
+func newDetector(p *pipeline, cfg *detect.Config, log *slog.Logger) *detector {
 	if p.eng == nil {
 		return nil
 	}
@@ -51,9 +51,9 @@ func (dt *detector) watch(ctx context.Context) {
 
 // replace installs a new rule set and limits (reload) and watches the
 // new lists.
-func (dt *detector) replace(ctx context.Context, set *detect.RuleSet, cfg *DetectConfig) {
+func (dt *detector) replace(ctx context.Context, set *detect.RuleSet, cfg *detect.Config) {
 	dt.eng.Replace(set)
-	dt.eng.SetConfig(cfg.engineConfig())
+	dt.eng.SetConfig(cfg.EngineConfig())
 	dt.mu.Lock()
 	dt.poll = cfg.ListPollInterval.D
 	dt.mu.Unlock()

@@ -107,7 +107,7 @@ func newPipeline(cfg *Config, configPath, flowsOut string, ifname func(uint32) s
 			p.samples.Close()
 			return nil, err
 		}
-		p.eng = detect.NewEngine(set, cfg.Detect.engineConfig(), p.emit)
+		p.eng = detect.NewEngine(set, cfg.Detect.EngineConfig(), p.emit)
 		opts.Log.Info("detection rules loaded", "rules", len(set.Names()), "lists", set.Lists().Names())
 	}
 	p.start(cfg.Flows.Workers)
