@@ -168,7 +168,7 @@ func (c *Config) Options() Options {
 		MaxKeys:    c.MaxKeys,
 	}
 	for _, l := range c.Lists {
-		o.Lists = append(o.Lists, ListSpec{Name: l.Name, Path: l.Path, Format: l.Format, Column: l.Column, Entries: l.Entries})
+		o.Lists = append(o.Lists, ListSpec(l))
 	}
 	for _, g := range c.HostGroups {
 		hg := HostGroup{Name: g.Name, Thresholds: g.Thresholds}
