@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 )
 
@@ -29,9 +27,9 @@ func LoadConfig(path string) (Config, error) {
 // errors.
 func ParseConfig(name string, src []byte) (Config, error) {
 	cfg := DefaultConfig()
-	file, err := parser.ParseBytes(src, 0)
+	file, src, err := yamlerr.Parse(name, src)
 	if err != nil {
-		return Config{}, yamlerr.FromYAML(name, nil, err)
+		return Config{}, err
 	}
 	empty := true // no document, or only comments: the defaults
 	for _, doc := range file.Docs {
@@ -42,8 +40,8 @@ func ParseConfig(name string, src []byte) (Config, error) {
 	if empty {
 		return cfg, nil
 	}
-	if err := yaml.UnmarshalWithOptions(src, &cfg, yaml.DisallowUnknownField()); err != nil {
-		return Config{}, yamlerr.FromYAML(name, file, err)
+	if err := yamlerr.Unmarshal(name, file, src, &cfg); err != nil {
+		return Config{}, err
 	}
 	if ps := cfg.Validate(); len(ps) > 0 {
 		return Config{}, yamlerr.Locate(name, file, ps)

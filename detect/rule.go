@@ -3,9 +3,7 @@ package detect
 import (
 	"fmt"
 
-	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
 
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 )
@@ -122,13 +120,13 @@ type fieldError struct {
 // every error is a *RuleError naming the file, line and field (several
 // are joined with errors.Join). lists resolves in_list() names.
 func ParseRules(name string, src []byte, lists ListSet) ([]*rule, error) {
-	file, err := parser.ParseBytes(src, 0)
+	file, src, err := yamlerr.Parse(name, src)
 	if err != nil {
-		return nil, yamlerr.FromYAML(name, nil, err)
+		return nil, err
 	}
 	var rf RuleFile
-	if err := yaml.UnmarshalWithOptions(src, &rf, yaml.DisallowUnknownField()); err != nil {
-		return nil, yamlerr.FromYAML(name, file, err)
+	if err := yamlerr.Unmarshal(name, file, src, &rf); err != nil {
+		return nil, err
 	}
 	var fes []fieldError
 	var rules []*rule
