@@ -55,6 +55,10 @@ type ReplayStats struct {
 	RateChanges      uint64 // changes the controller made
 	Rate             uint32 // the rate in force at the end
 	MinRate, MaxRate uint32 // the lowest and highest rate in force
+
+	// Timestamps the source did not keep: out of order, in a jump the
+	// capture did not confirm, or impossible (see sampler.TimeGuard).
+	Times sampler.TimeStats
 }
 
 // Replay runs capture files through the pipeline of `vigil run`, fed by
@@ -103,6 +107,11 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 		Packets: ifs.Packets, Bytes: ifs.Bytes, Samples: st.Samples, Flows: p.out.written(), Alerts: p.Alerts(),
 		Estimated: est.Value, EstimateBound: est.RelativeError(),
 		RateChanges: rates.Changes, Rate: rates.Rate, MinRate: rates.MinRate, MaxRate: rates.MaxRate,
+		Times: src.TimeStats(),
+	}
+	if ts := rs.Times; ts.Clamped+ts.Untimed > 0 && opts.Log != nil {
+		opts.Log.Warn("capture timestamps corrected", "suspect_jumps_clamped", ts.Clamped, "impossible_unsampled", ts.Untimed,
+			"out_of_order", ts.Reordered, "jumps_followed", ts.Jumps)
 	}
 	return rs, err
 }

@@ -54,7 +54,8 @@ const maxTickGap = 1 << 16
 // PcapSource reads a pcap or pcapng file and produces the samples the
 // BPF program would produce for the same frames: same parser semantics,
 // the same 1-in-N Bernoulli sampling (seeded), timestamps from the
-// capture. Every packet is counted, sampled or not.
+// capture, guarded by a TimeGuard so that one bad timestamp cannot
+// move the clock. Every packet is counted, sampled or not.
 type PcapSource struct {
 	cfg       PcapConfig
 	threshold uint32
@@ -63,6 +64,7 @@ type PcapSource struct {
 	packets   uint64
 	bytes     uint64
 	nextTick  int64 // capture time of the next tick; MaxInt64: none
+	times     *TimeGuard
 }
 
 // NewPcapSource returns a source with its own seeded sampler.
@@ -82,6 +84,7 @@ func NewPcapSource(cfg PcapConfig) (*PcapSource, error) {
 		threshold: uint32(packRate(cfg.SampleRate) >> 32),
 		rng:       rand.New(rand.NewPCG(cfg.Seed, 0x76696769)),
 		nextTick:  math.MaxInt64,
+		times:     NewTimeGuard(WallBound),
 	}
 	if cfg.Tick > 0 && cfg.OnTick != nil {
 		s.nextTick = math.MinInt64 // the first packet fires one
@@ -212,8 +215,8 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 			}
 			return fmt.Errorf("reading packet %d: %w", s.packets+1, err)
 		}
-		ts := ci.Timestamp.UnixNano()
-		if ts >= s.nextTick {
+		ts, timed := s.times.Time(ci.Timestamp.UnixNano())
+		if timed && ts >= s.nextTick {
 			if err := s.tick(ts, flush); err != nil {
 				return err
 			}
@@ -235,7 +238,7 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 			outcome = parseLink(data, ci.Length, frameOffset, kind, s.cfg.Decap, smp)
 		}
 		s.stats.Outcomes[outcome]++
-		if !sampled {
+		if !sampled || !timed {
 			batch = batch[:len(batch)-1]
 			continue
 		}
@@ -355,6 +358,10 @@ func parseLink(data []byte, wireLen int, offset int, kind linkKind, decap Decap,
 	s.Flags = flags
 	return flow.Outcome(ret)
 }
+
+// TimeStats is what the source's TimeGuard changed: timestamps out of
+// order, suspect, or impossible.
+func (s *PcapSource) TimeStats() TimeStats { return s.times.Stats() }
 
 // Stats returns what the source counted so far: every packet by parse
 // outcome, and the samples it produced.

@@ -292,6 +292,10 @@ func replayCmd(args []string, stderr io.Writer) error {
 				fmt.Fprintf(stderr, ", 1 in %d to 1 in %d, 1 in %d at the end", st.MinRate, st.MaxRate, st.Rate)
 			}
 		}
+		if n := st.Times.Total(); n > 0 {
+			fmt.Fprintf(stderr, "; %d timestamps corrected (%d out of order, %d in unconfirmed jumps, %d impossible and not sampled)",
+				n, st.Times.Reordered, st.Times.Clamped, st.Times.Untimed)
+		}
 		fmt.Fprintln(stderr)
 	}
 	return nil

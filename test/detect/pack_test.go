@@ -87,6 +87,17 @@ func replay(t *testing.T, c captures.DetectionCase, rate int) []alert {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
+	out := replayFile(t, capture, rate)
+	// The capture is large; the output is read, not kept.
+	_ = os.Remove(capture)
+	return readAlerts(t, out)
+}
+
+// replayFile runs `vigil replay` of capture at the sampling rate, with
+// the intel and watched lists, and returns the path of its output.
+func replayFile(t *testing.T, capture string, rate int) string {
+	t.Helper()
+	dir := t.TempDir()
 	cfg := filepath.Join(dir, "cfg.yaml")
 	yaml := fmt.Sprintf(`detect:
   lists:
@@ -107,8 +118,12 @@ func replay(t *testing.T, c captures.DetectionCase, rate int) []alert {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%s: %v\nstderr:\n%s", cmd, err, stderr.Bytes())
 	}
-	// The capture is large; the output is read, not kept.
-	_ = os.Remove(capture)
+	return out
+}
+
+// readAlerts returns the alert lines of a replay's output.
+func readAlerts(t *testing.T, out string) []alert {
+	t.Helper()
 	of, err := os.Open(out)
 	if err != nil {
 		t.Fatal(err)
