@@ -54,13 +54,13 @@ func Run(ctx context.Context, opts RunOptions) error {
 	lost := func() uint64 { return c.reader.Stats().Dropped + p.Dropped() }
 	smp, err := sampler.NewSampling(cfg.Capture, c.progs, c.mgr, lost, check, ifn.Name, log)
 	if err != nil {
-		p.Close(time.Now().UnixNano())
+		p.Close(sampler.Now())
 		return fmt.Errorf("configuring sampling: %w", err)
 	}
 	d := &daemon{cfg: cfg, opts: opts, log: log, c: c, p: p, smp: smp, dt: newDetector(p, &cfg.Detect, log)}
 	srv, err := d.listen()
 	if err != nil {
-		p.Close(time.Now().UnixNano())
+		p.Close(sampler.Now())
 		return err
 	}
 	// The manager and the HTTP server outlive the group: the sensor
@@ -72,7 +72,7 @@ func Run(ctx context.Context, opts RunOptions) error {
 	err = d.run(ctx, mgrErr, srv.done)
 
 	// Intake has stopped: end every flow, then every running alert.
-	if cerr := p.Close(time.Now().UnixNano()); cerr != nil {
+	if cerr := p.Close(sampler.Now()); cerr != nil {
 		log.Error("closing outputs", "error", cerr)
 	}
 	log.Info("flows flushed", "records", p.out.written(), "dropped", p.out.dropped(), "flows_created", p.table.Stats().Created)
@@ -143,7 +143,7 @@ func (d *daemon) run(ctx context.Context, mgrErr, srvErr chan error) error {
 		}
 		return nil
 	})
-	g.Go(func() error { every(gctx, tickEvery, func(now time.Time) { d.p.Tick(now.UnixNano()) }); return nil })
+	g.Go(func() error { every(gctx, tickEvery, func(time.Time) { d.p.Tick(sampler.Now()) }); return nil })
 	g.Go(func() error { d.smp.Run(gctx); return nil })
 	g.Go(func() error { return d.p.Run(gctx) })
 	if d.dt != nil {

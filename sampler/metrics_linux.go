@@ -18,6 +18,7 @@ type Collector struct {
 
 	packets, bytes, samples, drops, parse  *prometheus.Desc
 	mode, failures, rate, wakeups, batches *prometheus.Desc
+	clockSteps                             *prometheus.Desc
 }
 
 // NewCollector returns a collector over the programs, the interfaces the
@@ -43,13 +44,15 @@ func NewCollector(progs *Programs, mgr *Manager, reader *Reader, log *slog.Logge
 		wakeups: d(metric.Name("ringbuf_wakeups_total"), "Reader wakeups forced by the ring buffer backlog.",
 			nil, nil),
 		batches: d(metric.Name("sample_batches_total"), "Sample batches handed downstream.", nil, nil),
+		clockSteps: d(metric.Name("clock_steps_back_total"),
+			"Times the wall clock was stepped back past the live clock, which does not follow it back.", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.samples, c.drops, c.parse,
-		c.mode, c.failures, c.rate, c.wakeups, c.batches} {
+		c.mode, c.failures, c.rate, c.wakeups, c.batches, c.clockSteps} {
 		ch <- d
 	}
 }
@@ -69,6 +72,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.drops, st.RingbufFull, "ringbuf_full")
 	counter(c.drops, st.IfMapFull, "no_interface_slot")
 	counter(c.wakeups, st.Wakeups)
+	counter(c.clockSteps, ClockStepsBack())
 	for i, v := range st.Outcomes {
 		counter(c.parse, v, flow.Outcome(i).String())
 	}
