@@ -13,9 +13,9 @@ import (
 // sample an hour before what the flow table and the detection windows
 // have already seen, so that flows stop expiring and every sample is
 // late for an hour. Samples, ticks and shutdown all read this clock, so
-// they agree; a step back is counted (ClockStepsBack) and logged by the
-// daemon, and dates stay ahead of the wall clock by that step until the
-// sensor restarts.
+// they agree; a step back is counted (ClockStepsBack, in the metric
+// vigil_clock_steps_back_total), and dates stay ahead of the wall clock
+// by that step until the sensor restarts.
 var (
 	liveOffset     atomic.Int64
 	liveBehind     atomic.Bool // the wall clock is behind liveOffset now

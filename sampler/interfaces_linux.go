@@ -2,11 +2,15 @@ package sampler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -65,6 +69,10 @@ type Manager struct {
 	mu       sync.Mutex
 	attached map[string]*Attachment
 	failures map[string]uint64 // attach failures by interface
+
+	watchMu     sync.Mutex
+	watchErrs   map[string]uint64 // what the link subscription reported, by reason
+	watchLogged map[string]time.Time
 }
 
 // NewManager returns a manager for the named interfaces.
@@ -78,6 +86,9 @@ func NewManager(progs *Programs, names []string, mode Mode, egress bool, log *sl
 		setNames: make(chan []string, 1),
 		attached: map[string]*Attachment{},
 		failures: map[string]uint64{},
+
+		watchErrs:   map[string]uint64{},
+		watchLogged: map[string]time.Time{},
 	}
 }
 
@@ -128,39 +139,171 @@ func (m *Manager) apply(names []string) {
 // Run attaches to the configured interfaces that exist, follows link
 // updates until ctx ends, then detaches everything. Attachments tells
 // the current state while it runs.
+//
+// Following links never stops the capture: what the subscription
+// reports is counted by reason (LinkWatchErrors) and logged at most
+// once a minute per reason. Messages from another netlink socket (a
+// second sensor, or any privileged listener in the namespace, sending
+// to the group) are ignored; a dump cut short by a change, or a
+// subscription that fails (its socket overran), is followed by a fresh
+// subscription that lists every link again, after a backoff while it
+// keeps failing. The interfaces attached stay attached meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
+	defer m.detachAll()
+	backoff := linkRetryMin
+	for {
+		start := time.Now()
+		err := m.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.watchErr(linkResubscribe, err)
+		if time.Since(start) > linkRetryMax {
+			backoff = linkRetryMin // it ran a while: not a loop of failures
+		}
+		t := time.NewTimer(backoff)
+		backoff = min(2*backoff, linkRetryMax)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case names := <-m.setNames:
+				m.apply(names)
+			case <-t.C:
+				break wait
+			}
+		}
+	}
+}
+
+// Backoff between subscriptions to link updates while they keep failing.
+const (
+	linkRetryMin = 100 * time.Millisecond
+	linkRetryMax = 30 * time.Second
+)
+
+// follow subscribes to link updates, lists every link (attaching the
+// configured ones that exist) and handles updates until ctx ends or the
+// subscription must be made again; it says why.
+func (m *Manager) follow(ctx context.Context) error {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	defer close(done)
-	subErr := make(chan error, 1)
+	var closing atomic.Bool // closing the socket ends its reads with an error
+	defer func() {
+		closing.Store(true)
+		close(done)
+	}()
+	resync := make(chan error, 1)
 	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
 		ListExisting: true,
 		ErrorCallback: func(err error) {
-			select {
-			case subErr <- err:
-			default:
+			if closing.Load() {
+				return
+			}
+			reason := linkErrReason(err)
+			m.watchErr(reason, err)
+			if reason == linkDumpInterrupted {
+				select {
+				case resync <- err:
+				default:
+				}
 			}
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("subscribing to link updates: %w", err)
 	}
-	defer m.detachAll()
+	m.prune()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-subErr:
-			return fmt.Errorf("following link updates: %w", err)
+		case err := <-resync:
+			return err
 		case names := <-m.setNames:
 			m.apply(names)
 		case u, ok := <-updates:
 			if !ok {
-				return fmt.Errorf("link update channel closed")
+				return errors.New("the link update subscription ended")
 			}
 			m.handle(u)
 		}
 	}
+}
+
+// prune detaches what is attached to an interface that is gone: links
+// removed while no subscription was there to see it.
+func (m *Manager) prune() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, a := range m.attached {
+		if l, err := netlink.LinkByIndex(a.Ifindex); err != nil || l.Attrs().Name != n {
+			m.detachLocked(n, "interface removed")
+		}
+	}
+}
+
+// Reasons a link subscription reported something, for LinkWatchErrors.
+const (
+	linkForeignSender   = "foreign_sender"   // a message from another netlink socket: ignored
+	linkDumpInterrupted = "dump_interrupted" // the listing changed while read: listed again
+	linkReceive         = "receive"          // the socket failed (overrun): subscribed again
+	linkErrorMessage    = "error_message"    // the kernel answered with an error: ignored
+	linkDecode          = "decode"           // a message that did not decode: ignored
+	linkResubscribe     = "resubscribe"      // subscriptions made again
+)
+
+var linkErrReasons = []string{linkForeignSender, linkDumpInterrupted, linkReceive, linkErrorMessage, linkDecode, linkResubscribe}
+
+// linkErrReason sorts what vishvananda/netlink's subscription reports;
+// it has no error types but ErrDumpInterrupted, so the rest go by the
+// text it writes.
+func linkErrReason(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, netlink.ErrDumpInterrupted):
+		return linkDumpInterrupted
+	case strings.HasPrefix(msg, "Wrong sender portid"):
+		return linkForeignSender
+	case strings.HasPrefix(msg, "Receive failed"):
+		return linkReceive
+	case strings.HasPrefix(msg, "error message"):
+		return linkErrorMessage
+	}
+	return linkDecode
+}
+
+// watchErr counts a subscription event and logs it, at most once a
+// minute for each reason.
+func (m *Manager) watchErr(reason string, err error) {
+	m.watchMu.Lock()
+	m.watchErrs[reason]++
+	last := m.watchLogged[reason]
+	now := time.Now()
+	logIt := now.Sub(last) >= time.Minute
+	if logIt {
+		m.watchLogged[reason] = now
+	}
+	n := m.watchErrs[reason]
+	m.watchMu.Unlock()
+	if logIt {
+		m.log.Warn("following link updates", "reason", reason, "count", n, "error", err)
+	}
+}
+
+// LinkWatchErrors returns what following link updates reported, by
+// reason (foreign_sender, dump_interrupted, receive, error_message,
+// decode, resubscribe).
+func (m *Manager) LinkWatchErrors() map[string]uint64 {
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	out := make(map[string]uint64, len(linkErrReasons))
+	for _, r := range linkErrReasons {
+		out[r] = m.watchErrs[r]
+	}
+	return out
 }
 
 func (m *Manager) handle(u netlink.LinkUpdate) {

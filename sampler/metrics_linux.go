@@ -18,7 +18,7 @@ type Collector struct {
 
 	packets, bytes, samples, drops, parse  *prometheus.Desc
 	mode, failures, rate, wakeups, batches *prometheus.Desc
-	clockSteps                             *prometheus.Desc
+	clockSteps, linkWatch                  *prometheus.Desc
 }
 
 // NewCollector returns a collector over the programs, the interfaces the
@@ -44,6 +44,8 @@ func NewCollector(progs *Programs, mgr *Manager, reader *Reader, log *slog.Logge
 		wakeups: d(metric.Name("ringbuf_wakeups_total"), "Reader wakeups forced by the ring buffer backlog.",
 			nil, nil),
 		batches: d(metric.Name("sample_batches_total"), "Sample batches handed downstream.", nil, nil),
+		linkWatch: d(metric.Name("link_watch_errors_total"),
+			"What following link updates reported, by reason; none of them stops the capture.", []string{"reason"}, nil),
 		clockSteps: d(metric.Name("clock_steps_back_total"),
 			"Times the wall clock was stepped back past the live clock, which does not follow it back.", nil, nil),
 	}
@@ -52,7 +54,7 @@ func NewCollector(progs *Programs, mgr *Manager, reader *Reader, log *slog.Logge
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.packets, c.bytes, c.samples, c.drops, c.parse,
-		c.mode, c.failures, c.rate, c.wakeups, c.batches, c.clockSteps} {
+		c.mode, c.failures, c.rate, c.wakeups, c.batches, c.clockSteps, c.linkWatch} {
 		ch <- d
 	}
 }
@@ -102,6 +104,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.packets, is.Packets, a.Name, dir.String())
 			counter(c.bytes, is.Bytes, a.Name, dir.String())
 		}
+	}
+	for reason, n := range c.mgr.LinkWatchErrors() {
+		counter(c.linkWatch, n, reason)
 	}
 	for name, n := range c.mgr.AttachFailures() {
 		counter(c.failures, n, name)
