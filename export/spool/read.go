@@ -192,7 +192,7 @@ func (s *Spool) Ack(b *Batch, n int) {
 		s.refreshOldest()
 	}
 	s.writeCursor()
-	if s.opt.Fsync == FsyncAlways {
+	if s.opt.Fsync == FsyncAlways && s.cursor != nil {
 		s.cursor.Sync()
 	}
 }

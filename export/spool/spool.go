@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,6 +69,7 @@ type Options struct {
 	Fsync         FsyncPolicy   // default FsyncInterval
 	FsyncInterval time.Duration // default 1s
 	Now           func() time.Time
+	Log           *slog.Logger // what Open skips, write errors; default slog.Default()
 }
 
 func (o *Options) defaults() {
@@ -83,6 +85,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
 	}
 }
 
@@ -138,7 +143,8 @@ type Spool struct {
 	gen      uint64     // bumped when records are dropped under the reader
 	cursorN  uint64     // cursor writes, picks the slot
 	cursor   *os.File
-	dirty    bool // data or cursor written since the last fsync
+	dirty    bool   // data or cursor written since the last fsync
+	nextID   uint64 // new segments are numbered at least this (past entries Open skipped)
 	closed   bool
 	wake     chan struct{}
 	readBuf  []byte
@@ -148,6 +154,7 @@ type Spool struct {
 		appended, delivered, redelivered atomic.Uint64
 		dropped                          [3]atomic.Uint64 // full, corrupt, oversize
 		corruptSegments                  atomic.Uint64
+		skipped                          atomic.Uint64
 		bytes                            atomic.Int64
 		oldest                           atomic.Int64 // append time of the oldest unsent record, ns; 0: none
 	}
@@ -162,6 +169,7 @@ func Open(dir string, opt Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
+	opt.Log = opt.Log.With("spool", dir)
 	s := &Spool{dir: dir, opt: opt, wake: make(chan struct{}, 1)}
 	if err := s.load(); err != nil {
 		s.closeFiles()
@@ -188,17 +196,36 @@ func (s *Spool) load() error {
 		if err != nil {
 			continue
 		}
+		switch {
+		case name != filepath.Base(s.segPath(id)):
+			// Not a name the spool writes ("7.seg"): reading it as
+			// segment 7 would open another file.
+			s.skip(name, "not a segment name (segments are named with 20 digits)", nil)
+			continue
+		case !e.Type().IsRegular():
+			s.nextID = max(s.nextID, id+1) // never create a segment over it
+			s.skip(name, "not a regular file", nil)
+			continue
+		}
 		s.segs = append(s.segs, &segment{id: id})
 	}
 	slices.SortFunc(s.segs, func(a, b *segment) int { return cmp.Compare(a.id, b.id) })
+	// A segment that cannot be opened is skipped like one that is not a
+	// segment; the last one that can is the one appended to.
+	s.segs = slices.DeleteFunc(s.segs, func(sg *segment) bool {
+		if err := s.open(sg); err != nil {
+			s.nextID = max(s.nextID, sg.id+1)
+			s.skip(filepath.Base(s.segPath(sg.id)), "cannot be opened", err)
+			return true
+		}
+		return false
+	})
 	for i, sg := range s.segs {
 		if err := s.scan(sg, i == len(s.segs)-1); err != nil {
 			return err
 		}
 	}
-	if s.cursor, err = os.OpenFile(filepath.Join(s.dir, cursorName), os.O_RDWR|os.O_CREATE, 0o640); err != nil {
-		return err
-	}
+	s.openCursor()
 	acked, flight := s.readCursor()
 	if len(s.segs) == 0 {
 		if err := s.newSegment(max(acked.seg, flight.seg) + 1); err != nil {
@@ -227,14 +254,65 @@ func (s *Spool) load() error {
 	return nil
 }
 
-// scan validates a segment's frames. A bad frame in the last segment is a
-// torn write and is cut off; elsewhere it is corruption, skipped on read.
-func (s *Spool) scan(sg *segment, last bool) error {
+// skip counts and logs an entry of the spool directory that Open leaves
+// alone. One named like a segment counts as a corrupt segment too: it is
+// not a segment at all, and is skipped the same way.
+func (s *Spool) skip(name, reason string, err error) {
+	s.stats.skipped.Add(1)
+	if strings.HasSuffix(name, segSuffix) {
+		s.stats.corruptSegments.Add(1)
+	}
+	args := []any{"entry", name, "reason", reason}
+	if err != nil {
+		args = append(args, "error", err)
+	}
+	s.opt.Log.Warn("skipping an entry of the spool directory", args...)
+}
+
+// open opens a segment file found in the directory, checking that it is
+// still a regular file (it was one when the directory was listed).
+func (s *Spool) open(sg *segment) error {
 	f, err := os.OpenFile(s.segPath(sg.id), os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return err
+	}
 	sg.f = f
+	return nil
+}
+
+// openCursor opens or creates the cursor file. When it cannot (a
+// directory in its place), the spool runs with its cursor in memory: a
+// restart then sends everything still on disk again (at least once).
+func (s *Spool) openCursor() {
+	path := filepath.Join(s.dir, cursorName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err == nil {
+		if fi, serr := f.Stat(); serr != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			f, err = nil, cmp.Or(serr, fmt.Errorf("%s is not a regular file", fi.Mode().Type()))
+		}
+	}
+	if err != nil {
+		s.stats.skipped.Add(1)
+		s.opt.Log.Error("cannot use the spool cursor file; the acknowledged position is kept in memory only, and after a restart every record left on disk is sent again",
+			"entry", cursorName, "error", err)
+		return
+	}
+	s.cursor = f
+}
+
+// scan validates a segment's frames. A bad frame in the last segment is a
+// torn write and is cut off; elsewhere it is corruption, skipped on read.
+func (s *Spool) scan(sg *segment, last bool) error {
+	f := sg.f
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -310,6 +388,7 @@ func (s *Spool) segPath(id uint64) string {
 }
 
 func (s *Spool) newSegment(id uint64) error {
+	id = max(id, s.nextID)
 	f, err := os.OpenFile(s.segPath(id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return fmt.Errorf("creating spool segment: %w", err)
@@ -367,7 +446,8 @@ type Stats struct {
 	DroppedCorrupt  uint64
 	DroppedOversize uint64
 	CorruptSegments uint64
-	Bytes           int64 // on disk now
+	SkippedEntries  uint64 // entries of the directory Open left alone (a directory named like a segment, an unusable cursor)
+	Bytes           int64  // on disk now
 	Oldest          time.Time
 }
 
@@ -381,6 +461,7 @@ func (s *Spool) Stats() Stats {
 		DroppedCorrupt:  s.stats.dropped[1].Load(),
 		DroppedOversize: s.stats.dropped[2].Load(),
 		CorruptSegments: s.stats.corruptSegments.Load(),
+		SkippedEntries:  s.stats.skipped.Load(),
 		Bytes:           s.stats.bytes.Load(),
 	}
 	if t := s.stats.oldest.Load(); t != 0 {
