@@ -96,6 +96,18 @@ const (
 	DropFull     = "spool_full" // the budget was reached: the oldest records went
 	DropCorrupt  = "corrupt"    // a frame failed its checksum: the rest of its segment went
 	DropOversize = "oversize"   // one record larger than a segment
+	// DropWriteError: the record never reached the segment file (a full
+	// disk, an I/O error).
+	DropWriteError = "write_error"
+)
+
+// Indexes of the drop counters.
+const (
+	dropFull = iota
+	dropCorrupt
+	dropOversize
+	dropWriteError
+	dropReasons
 )
 
 // ErrOversize is returned by Append for a record that cannot fit a segment.
@@ -135,29 +147,33 @@ type Spool struct {
 	dir string
 	opt Options
 
-	mu       sync.Mutex
-	segs     []*segment // oldest first; the last one is written
-	acked    pos        // everything before is delivered
-	flight   pos        // end of what was handed out for sending (persisted)
-	redeliv  pos        // records before this were handed out before a restart
-	gen      uint64     // bumped when records are dropped under the reader
-	cursorN  uint64     // cursor writes, picks the slot
-	cursor   *os.File
-	dirty    bool   // data or cursor written since the last fsync
-	nextID   uint64 // new segments are numbered at least this (past entries Open skipped)
-	closed   bool
-	wake     chan struct{}
-	readBuf  []byte
-	writeBuf []byte
+	mu           sync.Mutex
+	segs         []*segment // oldest first; the last one is written
+	acked        pos        // everything before is delivered
+	flight       pos        // end of what was handed out for sending (persisted)
+	redeliv      pos        // records before this were handed out before a restart
+	gen          uint64     // bumped when records are dropped under the reader
+	cursorN      uint64     // cursor writes, picks the slot
+	cursor       *os.File
+	dirty        bool   // data or cursor written since the last fsync
+	writeFailing bool   // the last append failed to write (logged once)
+	nextID       uint64 // new segments are numbered at least this (past entries Open skipped)
+	closed       bool
+	wake         chan struct{}
+	readBuf      []byte
+	writeBuf     []byte
 
 	stats struct {
 		appended, delivered, redelivered atomic.Uint64
-		dropped                          [3]atomic.Uint64 // full, corrupt, oversize
+		dropped                          [dropReasons]atomic.Uint64
 		corruptSegments                  atomic.Uint64
 		skipped                          atomic.Uint64
 		bytes                            atomic.Int64
 		oldest                           atomic.Int64 // append time of the oldest unsent record, ns; 0: none
 	}
+	// writeAt writes appended frames: (*os.File).WriteAt, or a failing
+	// one in tests.
+	writeAt  func(f *os.File, b []byte, off int64) (int, error)
 	stopSync chan struct{}
 	syncDone chan struct{}
 }
@@ -170,7 +186,7 @@ func Open(dir string, opt Options) (*Spool, error) {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
 	opt.Log = opt.Log.With("spool", dir)
-	s := &Spool{dir: dir, opt: opt, wake: make(chan struct{}, 1)}
+	s := &Spool{dir: dir, opt: opt, wake: make(chan struct{}, 1), writeAt: (*os.File).WriteAt}
 	if err := s.load(); err != nil {
 		s.closeFiles()
 		return nil, fmt.Errorf("opening spool %s: %w", dir, err)
@@ -391,11 +407,12 @@ func (s *Spool) newSegment(id uint64) error {
 	id = max(id, s.nextID)
 	f, err := os.OpenFile(s.segPath(id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return fmt.Errorf("creating spool segment: %w", err)
+		return fmt.Errorf("creating spool segment %d: %w", id, err)
 	}
 	if _, err := f.Write([]byte(magic)); err != nil {
 		f.Close()
-		return fmt.Errorf("writing spool segment header: %w", err)
+		os.Remove(f.Name()) // not a segment: no header
+		return fmt.Errorf("writing spool segment %d header: %w", id, err)
 	}
 	s.segs = append(s.segs, &segment{id: id, size: headerSize, f: f})
 	return nil
@@ -445,6 +462,7 @@ type Stats struct {
 	DroppedFull     uint64
 	DroppedCorrupt  uint64
 	DroppedOversize uint64
+	DroppedWrite    uint64 // DropWriteError: never reached the disk
 	CorruptSegments uint64
 	SkippedEntries  uint64 // entries of the directory Open left alone (a directory named like a segment, an unusable cursor)
 	Bytes           int64  // on disk now
@@ -457,9 +475,10 @@ func (s *Spool) Stats() Stats {
 		Appended:        s.stats.appended.Load(),
 		Delivered:       s.stats.delivered.Load(),
 		Redelivered:     s.stats.redelivered.Load(),
-		DroppedFull:     s.stats.dropped[0].Load(),
-		DroppedCorrupt:  s.stats.dropped[1].Load(),
-		DroppedOversize: s.stats.dropped[2].Load(),
+		DroppedFull:     s.stats.dropped[dropFull].Load(),
+		DroppedCorrupt:  s.stats.dropped[dropCorrupt].Load(),
+		DroppedOversize: s.stats.dropped[dropOversize].Load(),
+		DroppedWrite:    s.stats.dropped[dropWriteError].Load(),
 		CorruptSegments: s.stats.corruptSegments.Load(),
 		SkippedEntries:  s.stats.skipped.Load(),
 		Bytes:           s.stats.bytes.Load(),
