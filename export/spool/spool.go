@@ -113,12 +113,17 @@ const (
 // ErrOversize is returned by Append for a record that cannot fit a segment.
 var ErrOversize = errors.New("record larger than a spool segment")
 
+// ErrInUse is returned by Open for a spool another process (a running
+// sensor, another replay) has open: sharing it would lose records.
+var ErrInUse = errors.New("spool in use by another process (a running vigil with the same export.spool.dir?)")
+
 const (
 	magic       = "VIGILSP1"
 	headerSize  = int64(len(magic))
 	frameHeader = 16 // length u32, crc32c u32 (of time and payload), time i64
 	segSuffix   = ".seg"
 	cursorName  = "cursor"
+	lockName    = "lock"
 	cursorSlot  = 64
 )
 
@@ -155,9 +160,10 @@ type Spool struct {
 	gen          uint64     // bumped when records are dropped under the reader
 	cursorN      uint64     // cursor writes, picks the slot
 	cursor       *os.File
-	dirty        bool   // data or cursor written since the last fsync
-	writeFailing bool   // the last append failed to write (logged once)
-	nextID       uint64 // new segments are numbered at least this (past entries Open skipped)
+	lock         *os.File // held while open (lockDir)
+	dirty        bool     // data or cursor written since the last fsync
+	writeFailing bool     // the last append failed to write (logged once)
+	nextID       uint64   // new segments are numbered at least this (past entries Open skipped)
 	closed       bool
 	wake         chan struct{}
 	readBuf      []byte
@@ -187,6 +193,11 @@ func Open(dir string, opt Options) (*Spool, error) {
 	}
 	opt.Log = opt.Log.With("spool", dir)
 	s := &Spool{dir: dir, opt: opt, wake: make(chan struct{}, 1), writeAt: (*os.File).WriteAt}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool %s: %w", dir, err)
+	}
+	s.lock = lock
 	if err := s.load(); err != nil {
 		s.closeFiles()
 		return nil, fmt.Errorf("opening spool %s: %w", dir, err)
@@ -440,6 +451,9 @@ func (s *Spool) closeFiles() {
 	}
 	if s.cursor != nil {
 		s.cursor.Close()
+	}
+	if s.lock != nil {
+		s.lock.Close() // last: the files are released
 	}
 }
 

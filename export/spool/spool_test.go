@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -552,4 +553,28 @@ func TestCursorDirectoryDoesNotStopOpen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("close: %v", err)
 	}
+}
+
+// A spool open in one process cannot be opened again until it is
+// closed: a replay sharing the running sensor's spool appended over the
+// sensor's unsent records (issue: replay into a dead sink lost the
+// spool's records and exited 0).
+func TestOpenTwiceIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	appendN(t, s, 0, 10)
+	if s2, err := Open(dir, Options{}); !errors.Is(err, ErrInUse) {
+		if s2 != nil {
+			appendN(t, s2, 100, 5)
+			s2.Close()
+		}
+		t.Fatalf("a second Open of a spool in use returned %v, want ErrInUse", err)
+	}
+	appendN(t, s, 10, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3 := open(t, dir, Options{})
+	defer s3.Close()
+	equalInts(t, "after the refused Open", drain(t, s3, 100), seq(0, 15))
 }
