@@ -1,6 +1,7 @@
 package export
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -190,17 +191,25 @@ func (s *Sink) Close(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opt.ShutdownWait)
 	defer cancel()
 	var b spool.Batch
+	var sendErr error
 	for s.spool.Pending() > 0 && ctx.Err() == nil {
-		if err := s.spool.Next(ctx, &b, s.opt.BatchItems, s.opt.BatchBytes); err != nil {
+		if sendErr = s.spool.Next(ctx, &b, s.opt.BatchItems, s.opt.BatchBytes); sendErr != nil {
 			break
 		}
 		n, err := s.tr.Send(ctx, b.Items)
 		n = min(max(n, 0), len(b.Items))
 		s.sent.Add(uint64(n))
 		s.spool.Ack(&b, n)
-		if err != nil {
+		if sendErr = err; err != nil {
 			break
 		}
+	}
+	// Not an error of the run: the records wait on disk for the next
+	// start. But say so, with how many, or a run into a dead upstream
+	// looks like a clean one.
+	if left := s.spool.Pending(); left > 0 {
+		s.opt.Log.Warn("upstream not reached before shutdown; records left in the spool for the next start",
+			"records", left, "error", cmp.Or(sendErr, ctx.Err()))
 	}
 	return errors.Join(s.tr.Close(), s.spool.Close())
 }

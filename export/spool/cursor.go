@@ -19,6 +19,9 @@ func (s *Spool) writeCursor() {
 	binary.LittleEndian.PutUint64(b[24:], s.flight.seg)
 	binary.LittleEndian.PutUint64(b[32:], uint64(s.flight.off))
 	binary.LittleEndian.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
+	if s.cursor == nil {
+		return // kept in memory only (see openCursor)
+	}
 	s.cursor.WriteAt(b[:], int64(s.cursorN%2)*cursorSlot)
 	s.dirty = true
 }
@@ -66,5 +69,8 @@ func (s *Spool) Sync() error {
 	}
 	s.dirty = false
 	err := s.segs[len(s.segs)-1].f.Sync()
-	return errors.Join(err, s.cursor.Sync())
+	if s.cursor != nil {
+		err = errors.Join(err, s.cursor.Sync())
+	}
+	return err
 }

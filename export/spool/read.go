@@ -65,7 +65,7 @@ func (s *Spool) read(b *Batch, maxItems int, maxBytes int64) (bool, error) {
 			// The frames past sg.size cannot be read: count what is
 			// known to be lost and go on with the next segment.
 			if lost := sg.records - sg.read; lost > 0 {
-				s.stats.dropped[1].Add(uint64(lost))
+				s.stats.dropped[dropCorrupt].Add(uint64(lost))
 			}
 		}
 		s.acked = pos{s.segs[slices.Index(s.segs, sg)+1].id, headerSize}
@@ -133,7 +133,7 @@ func (s *Spool) readOne(b *Batch, sg *segment) (bool, error) {
 func (s *Spool) skipCorrupt(sg *segment) {
 	s.stats.corruptSegments.Add(1)
 	if lost := sg.records - sg.read; lost > 0 {
-		s.stats.dropped[1].Add(uint64(lost))
+		s.stats.dropped[dropCorrupt].Add(uint64(lost))
 	}
 	sg.read = sg.records
 	if sg == s.segs[len(s.segs)-1] {
@@ -192,7 +192,7 @@ func (s *Spool) Ack(b *Batch, n int) {
 		s.refreshOldest()
 	}
 	s.writeCursor()
-	if s.opt.Fsync == FsyncAlways {
+	if s.opt.Fsync == FsyncAlways && s.cursor != nil {
 		s.cursor.Sync()
 	}
 }

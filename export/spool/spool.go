@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,6 +69,7 @@ type Options struct {
 	Fsync         FsyncPolicy   // default FsyncInterval
 	FsyncInterval time.Duration // default 1s
 	Now           func() time.Time
+	Log           *slog.Logger // what Open skips, write errors; default slog.Default()
 }
 
 func (o *Options) defaults() {
@@ -84,6 +86,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 }
 
 // Drop reasons.
@@ -91,10 +96,26 @@ const (
 	DropFull     = "spool_full" // the budget was reached: the oldest records went
 	DropCorrupt  = "corrupt"    // a frame failed its checksum: the rest of its segment went
 	DropOversize = "oversize"   // one record larger than a segment
+	// DropWriteError: the record never reached the segment file (a full
+	// disk, an I/O error).
+	DropWriteError = "write_error"
+)
+
+// Indexes of the drop counters.
+const (
+	dropFull = iota
+	dropCorrupt
+	dropOversize
+	dropWriteError
+	dropReasons
 )
 
 // ErrOversize is returned by Append for a record that cannot fit a segment.
 var ErrOversize = errors.New("record larger than a spool segment")
+
+// ErrInUse is returned by Open for a spool another process (a running
+// sensor, another replay) has open: sharing it would lose records.
+var ErrInUse = errors.New("spool in use by another process (a running vigil with the same export.spool.dir?)")
 
 const (
 	magic       = "VIGILSP1"
@@ -102,6 +123,7 @@ const (
 	frameHeader = 16 // length u32, crc32c u32 (of time and payload), time i64
 	segSuffix   = ".seg"
 	cursorName  = "cursor"
+	lockName    = "lock"
 	cursorSlot  = 64
 )
 
@@ -130,27 +152,34 @@ type Spool struct {
 	dir string
 	opt Options
 
-	mu       sync.Mutex
-	segs     []*segment // oldest first; the last one is written
-	acked    pos        // everything before is delivered
-	flight   pos        // end of what was handed out for sending (persisted)
-	redeliv  pos        // records before this were handed out before a restart
-	gen      uint64     // bumped when records are dropped under the reader
-	cursorN  uint64     // cursor writes, picks the slot
-	cursor   *os.File
-	dirty    bool // data or cursor written since the last fsync
-	closed   bool
-	wake     chan struct{}
-	readBuf  []byte
-	writeBuf []byte
+	mu           sync.Mutex
+	segs         []*segment // oldest first; the last one is written
+	acked        pos        // everything before is delivered
+	flight       pos        // end of what was handed out for sending (persisted)
+	redeliv      pos        // records before this were handed out before a restart
+	gen          uint64     // bumped when records are dropped under the reader
+	cursorN      uint64     // cursor writes, picks the slot
+	cursor       *os.File
+	lock         *os.File // held while open (lockDir)
+	dirty        bool     // data or cursor written since the last fsync
+	writeFailing bool     // the last append failed to write (logged once)
+	nextID       uint64   // new segments are numbered at least this (past entries Open skipped)
+	closed       bool
+	wake         chan struct{}
+	readBuf      []byte
+	writeBuf     []byte
 
 	stats struct {
 		appended, delivered, redelivered atomic.Uint64
-		dropped                          [3]atomic.Uint64 // full, corrupt, oversize
+		dropped                          [dropReasons]atomic.Uint64
 		corruptSegments                  atomic.Uint64
+		skipped                          atomic.Uint64
 		bytes                            atomic.Int64
 		oldest                           atomic.Int64 // append time of the oldest unsent record, ns; 0: none
 	}
+	// writeAt writes appended frames: (*os.File).WriteAt, or a failing
+	// one in tests.
+	writeAt  func(f *os.File, b []byte, off int64) (int, error)
 	stopSync chan struct{}
 	syncDone chan struct{}
 }
@@ -162,7 +191,13 @@ func Open(dir string, opt Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
-	s := &Spool{dir: dir, opt: opt, wake: make(chan struct{}, 1)}
+	opt.Log = opt.Log.With("spool", dir)
+	s := &Spool{dir: dir, opt: opt, wake: make(chan struct{}, 1), writeAt: (*os.File).WriteAt}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool %s: %w", dir, err)
+	}
+	s.lock = lock
 	if err := s.load(); err != nil {
 		s.closeFiles()
 		return nil, fmt.Errorf("opening spool %s: %w", dir, err)
@@ -188,17 +223,36 @@ func (s *Spool) load() error {
 		if err != nil {
 			continue
 		}
+		switch {
+		case name != filepath.Base(s.segPath(id)):
+			// Not a name the spool writes ("7.seg"): reading it as
+			// segment 7 would open another file.
+			s.skip(name, "not a segment name (segments are named with 20 digits)", nil)
+			continue
+		case !e.Type().IsRegular():
+			s.nextID = max(s.nextID, id+1) // never create a segment over it
+			s.skip(name, "not a regular file", nil)
+			continue
+		}
 		s.segs = append(s.segs, &segment{id: id})
 	}
 	slices.SortFunc(s.segs, func(a, b *segment) int { return cmp.Compare(a.id, b.id) })
+	// A segment that cannot be opened is skipped like one that is not a
+	// segment; the last one that can is the one appended to.
+	s.segs = slices.DeleteFunc(s.segs, func(sg *segment) bool {
+		if err := s.open(sg); err != nil {
+			s.nextID = max(s.nextID, sg.id+1)
+			s.skip(filepath.Base(s.segPath(sg.id)), "cannot be opened", err)
+			return true
+		}
+		return false
+	})
 	for i, sg := range s.segs {
 		if err := s.scan(sg, i == len(s.segs)-1); err != nil {
 			return err
 		}
 	}
-	if s.cursor, err = os.OpenFile(filepath.Join(s.dir, cursorName), os.O_RDWR|os.O_CREATE, 0o640); err != nil {
-		return err
-	}
+	s.openCursor()
 	acked, flight := s.readCursor()
 	if len(s.segs) == 0 {
 		if err := s.newSegment(max(acked.seg, flight.seg) + 1); err != nil {
@@ -227,14 +281,65 @@ func (s *Spool) load() error {
 	return nil
 }
 
-// scan validates a segment's frames. A bad frame in the last segment is a
-// torn write and is cut off; elsewhere it is corruption, skipped on read.
-func (s *Spool) scan(sg *segment, last bool) error {
+// skip counts and logs an entry of the spool directory that Open leaves
+// alone. One named like a segment counts as a corrupt segment too: it is
+// not a segment at all, and is skipped the same way.
+func (s *Spool) skip(name, reason string, err error) {
+	s.stats.skipped.Add(1)
+	if strings.HasSuffix(name, segSuffix) {
+		s.stats.corruptSegments.Add(1)
+	}
+	args := []any{"entry", name, "reason", reason}
+	if err != nil {
+		args = append(args, "error", err)
+	}
+	s.opt.Log.Warn("skipping an entry of the spool directory", args...)
+}
+
+// open opens a segment file found in the directory, checking that it is
+// still a regular file (it was one when the directory was listed).
+func (s *Spool) open(sg *segment) error {
 	f, err := os.OpenFile(s.segPath(sg.id), os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return err
+	}
 	sg.f = f
+	return nil
+}
+
+// openCursor opens or creates the cursor file. When it cannot (a
+// directory in its place), the spool runs with its cursor in memory: a
+// restart then sends everything still on disk again (at least once).
+func (s *Spool) openCursor() {
+	path := filepath.Join(s.dir, cursorName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err == nil {
+		if fi, serr := f.Stat(); serr != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			f, err = nil, cmp.Or(serr, fmt.Errorf("%s is not a regular file", fi.Mode().Type()))
+		}
+	}
+	if err != nil {
+		s.stats.skipped.Add(1)
+		s.opt.Log.Error("cannot use the spool cursor file; the acknowledged position is kept in memory only, and after a restart every record left on disk is sent again",
+			"entry", cursorName, "error", err)
+		return
+	}
+	s.cursor = f
+}
+
+// scan validates a segment's frames. A bad frame in the last segment is a
+// torn write and is cut off; elsewhere it is corruption, skipped on read.
+func (s *Spool) scan(sg *segment, last bool) error {
+	f := sg.f
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -310,13 +415,15 @@ func (s *Spool) segPath(id uint64) string {
 }
 
 func (s *Spool) newSegment(id uint64) error {
+	id = max(id, s.nextID)
 	f, err := os.OpenFile(s.segPath(id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return fmt.Errorf("creating spool segment: %w", err)
+		return fmt.Errorf("creating spool segment %d: %w", id, err)
 	}
 	if _, err := f.Write([]byte(magic)); err != nil {
 		f.Close()
-		return fmt.Errorf("writing spool segment header: %w", err)
+		os.Remove(f.Name()) // not a segment: no header
+		return fmt.Errorf("writing spool segment %d header: %w", id, err)
 	}
 	s.segs = append(s.segs, &segment{id: id, size: headerSize, f: f})
 	return nil
@@ -345,6 +452,9 @@ func (s *Spool) closeFiles() {
 	if s.cursor != nil {
 		s.cursor.Close()
 	}
+	if s.lock != nil {
+		s.lock.Close() // last: the files are released
+	}
 }
 
 // Pending returns how many records wait to be acknowledged.
@@ -366,8 +476,10 @@ type Stats struct {
 	DroppedFull     uint64
 	DroppedCorrupt  uint64
 	DroppedOversize uint64
+	DroppedWrite    uint64 // DropWriteError: never reached the disk
 	CorruptSegments uint64
-	Bytes           int64 // on disk now
+	SkippedEntries  uint64 // entries of the directory Open left alone (a directory named like a segment, an unusable cursor)
+	Bytes           int64  // on disk now
 	Oldest          time.Time
 }
 
@@ -377,10 +489,12 @@ func (s *Spool) Stats() Stats {
 		Appended:        s.stats.appended.Load(),
 		Delivered:       s.stats.delivered.Load(),
 		Redelivered:     s.stats.redelivered.Load(),
-		DroppedFull:     s.stats.dropped[0].Load(),
-		DroppedCorrupt:  s.stats.dropped[1].Load(),
-		DroppedOversize: s.stats.dropped[2].Load(),
+		DroppedFull:     s.stats.dropped[dropFull].Load(),
+		DroppedCorrupt:  s.stats.dropped[dropCorrupt].Load(),
+		DroppedOversize: s.stats.dropped[dropOversize].Load(),
+		DroppedWrite:    s.stats.dropped[dropWriteError].Load(),
 		CorruptSegments: s.stats.corruptSegments.Load(),
+		SkippedEntries:  s.stats.skipped.Load(),
 		Bytes:           s.stats.bytes.Load(),
 	}
 	if t := s.stats.oldest.Load(); t != 0 {

@@ -1,13 +1,18 @@
 package spool
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -473,4 +478,103 @@ func TestFsyncPolicies(t *testing.T) {
 	if _, err := ParseFsyncPolicy("sometimes"); err == nil {
 		t.Error("a bad policy parsed")
 	}
+}
+
+// A directory, a FIFO or a symlink named like a segment, and a segment
+// name that is not the canonical one, are skipped with a logged reason
+// and counted; they never stop Open, and new segments do not collide
+// with them (issue: a directory named like a segment stopped startup).
+func TestEntriesNamedLikeSegmentsDoNotStopOpen(t *testing.T) {
+	dir := t.TempDir()
+	opt := Options{SegmentBytes: 256}
+	s := open(t, dir, opt)
+	appendN(t, s, 0, 3)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	last := segFiles(t, dir)[len(segFiles(t, dir))-1]
+	id, _ := strconv.ParseUint(filepath.Base(last)[:20], 10, 64)
+	// The next two segment numbers are taken by a directory and a FIFO.
+	if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("%020d.seg", id+1)), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, fmt.Sprintf("%020d.seg", id+2)), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(last, filepath.Join(dir, fmt.Sprintf("%020d.seg", id+3))); err != nil {
+		t.Fatal(err)
+	}
+	// Parses as a number but is not the name the spool writes.
+	if err := os.WriteFile(filepath.Join(dir, "7.seg"), []byte(magic), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	opt.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	s2, err := Open(dir, opt)
+	if err != nil {
+		t.Fatalf("Open failed on entries named like segments: %v", err)
+	}
+	defer s2.Close()
+	appendN(t, s2, 3, 40) // rolls segments past the taken numbers
+	equalInts(t, "records around the skipped entries", drain(t, s2, 100), seq(0, 43))
+	if st := s2.Stats(); st.SkippedEntries != 4 || st.CorruptSegments != 4 {
+		t.Errorf("skipped %d, corrupt segments %d; want 4 and 4", st.SkippedEntries, st.CorruptSegments)
+	}
+	for _, want := range []string{"not a regular file", "not a segment name"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the log:\n%s", want, logs.String())
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%020d.seg", id+1))); err != nil || !fi.IsDir() {
+		t.Errorf("the directory was touched: %v %v", fi, err)
+	}
+}
+
+// A directory where the cursor file goes is skipped with a logged reason
+// and counted: the spool opens and works, keeping its cursor in memory.
+func TestCursorDirectoryDoesNotStopOpen(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, cursorName), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	s, err := Open(dir, Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("Open failed on a directory named cursor: %v", err)
+	}
+	appendN(t, s, 0, 5)
+	equalInts(t, "with no cursor file", drain(t, s, 2), seq(0, 5))
+	if st := s.Stats(); st.SkippedEntries != 1 {
+		t.Errorf("skipped %d, want 1", st.SkippedEntries)
+	}
+	if !strings.Contains(logs.String(), "cursor") {
+		t.Errorf("nothing about the cursor in the log:\n%s", logs.String())
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
+
+// A spool open in one process cannot be opened again until it is
+// closed: a replay sharing the running sensor's spool appended over the
+// sensor's unsent records (issue: replay into a dead sink lost the
+// spool's records and exited 0).
+func TestOpenTwiceIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	appendN(t, s, 0, 10)
+	if s2, err := Open(dir, Options{}); !errors.Is(err, ErrInUse) {
+		if s2 != nil {
+			appendN(t, s2, 100, 5)
+			s2.Close()
+		}
+		t.Fatalf("a second Open of a spool in use returned %v, want ErrInUse", err)
+	}
+	appendN(t, s, 10, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3 := open(t, dir, Options{})
+	defer s3.Close()
+	equalInts(t, "after the refused Open", drain(t, s3, 100), seq(0, 15))
 }

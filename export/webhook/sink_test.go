@@ -330,7 +330,7 @@ func TestSinkRejectedAndRetried(t *testing.T) {
 			dropped[labels["reason"]] = m.GetCounter().GetValue()
 		}
 	}
-	want := map[string]float64{"rejected": 1, "spool_full": 0, "corrupt": 0, "oversize": 0}
+	want := map[string]float64{"rejected": 1, "spool_full": 0, "corrupt": 0, "oversize": 0, "write_error": 0}
 	if fmt.Sprint(dropped) != fmt.Sprint(want) {
 		t.Errorf("vigil_export_records_dropped_total by reason %v, want %v", dropped, want)
 	}
