@@ -63,6 +63,13 @@ func Run(ctx context.Context, opts RunOptions) error {
 		p.Close(time.Now().UnixNano())
 		return err
 	}
+	// Start-up has loaded the programs, opened the ring buffer, the
+	// files and the port: from here on the daemon needs only to attach,
+	// detach and read (runtimeCaps).
+	if err := dropCapabilities(log); err != nil {
+		p.Close(time.Now().UnixNano())
+		return errors.Join(err, srv.stop())
+	}
 	// The manager and the HTTP server outlive the group: the sensor
 	// detaches, and /metrics goes down, only after the last flows and
 	// alerts are written.
