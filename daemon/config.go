@@ -45,6 +45,9 @@ type FlowsConfig struct {
 // HTTPConfig is the metrics and health endpoint.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"`
+	// ReloadTokenFile holds the bearer token POST /-/reload must carry
+	// (Authorization: Bearer TOKEN); "": no token is asked.
+	ReloadTokenFile string `yaml:"reload_token_file"`
 }
 
 // LogConfig is how the daemon logs.
