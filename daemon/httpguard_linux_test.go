@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,5 +46,22 @@ func TestReloadEndpointGuarded(t *testing.T) {
 	}
 	if reloads != reloadBurst || codes[reloadBurst] != http.StatusTooManyRequests {
 		t.Errorf("statuses %v with %d reloads; want %d reloads then 429", codes, reloads, reloadBurst)
+	}
+}
+
+// TestRunWarnsPublicListen: `vigil run` logs the configuration's
+// warnings at start, a non-loopback http.listen among them. (A missing
+// token file then stops it before anything is attached.)
+func TestRunWarnsPublicListen(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.HTTP.Listen = "0.0.0.0:0"
+	cfg.HTTP.ReloadTokenFile = filepath.Join(t.TempDir(), "missing")
+	var logs bytes.Buffer
+	err := Run(context.Background(), RunOptions{Config: cfg, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err == nil || !strings.Contains(err.Error(), "reload_token_file") {
+		t.Fatalf("Run: %v, want the missing token file", err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), `http.listen: \"0.0.0.0:0\" is not a loopback address`) {
+		t.Errorf("no warning for a public http.listen at start:\n%s", logs.String())
 	}
 }

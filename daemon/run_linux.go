@@ -35,6 +35,9 @@ const (
 // shutdown, flushes the output, detaches, and returns nil.
 func Run(ctx context.Context, opts RunOptions) error {
 	cfg, log := opts.Config, opts.Log
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration warning", "warning", w)
+	}
 	if err := cfg.check(); err != nil {
 		return err
 	}
