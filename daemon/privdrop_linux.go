@@ -9,14 +9,16 @@ import (
 )
 
 // runtimeCaps are the capabilities the daemon keeps once start-up is
-// done, the documented set: CAP_BPF and CAP_NET_ADMIN attach and detach
-// the programs when a reload changes capture.interfaces or an interface
-// comes back (netlink, BPF links), CAP_PERFMON lets the verifier and
-// the kernel's BPF helpers treat the loaded programs as they did at
-// load time. Everything else start-up needed (CAP_SYS_RESOURCE for the
+// done, the documented set (packaging/vigil.service runs with only
+// these): CAP_NET_ADMIN and CAP_BPF attach and detach the programs when
+// a reload changes capture.interfaces or an interface comes back (XDP
+// and tcx links, netlink); CAP_BPF and CAP_PERFMON are what loading a
+// program with these helpers takes, which cilium/ebpf may still do
+// after start-up when it probes a kernel feature on a first attach.
+// Everything else start-up may have used (CAP_SYS_RESOURCE for the
 // memlock limit, CAP_NET_BIND_SERVICE for a low http.listen port,
-// CAP_DAC_OVERRIDE for the files, CAP_SYS_ADMIN, ...) is dropped:
-// a reload re-reads files only with the permissions of the user.
+// CAP_DAC_OVERRIDE for the files, CAP_SYS_ADMIN, ...) is dropped: a
+// reload re-reads files with the permission bits of the user only.
 var runtimeCaps = []cap.Value{cap.NET_ADMIN, cap.PERFMON, cap.BPF}
 
 // dropCapabilities reduces the process, every OS thread of it, to
