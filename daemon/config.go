@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/vigil-sensor/vigil/detect"
 	"github.com/vigil-sensor/vigil/export/sinks"
 	"github.com/vigil-sensor/vigil/flow"
 	"github.com/vigil-sensor/vigil/internal/config"
+	"github.com/vigil-sensor/vigil/internal/secret"
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 	"github.com/vigil-sensor/vigil/sampler"
 )
@@ -45,6 +47,9 @@ type FlowsConfig struct {
 // HTTPConfig is the metrics and health endpoint.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"`
+	// ReloadTokenFile holds the bearer token POST /-/reload must carry
+	// (Authorization: Bearer TOKEN); "": no token is asked.
+	ReloadTokenFile string `yaml:"reload_token_file"`
 }
 
 // LogConfig is how the daemon logs.
@@ -80,13 +85,53 @@ func (c *Config) Validate() config.Problems {
 	return ps
 }
 
+// Warnings are what the configuration allows but should not usually
+// do, each as "field.path: message". `vigil check-config` prints them
+// and `vigil run` logs them at start.
+func (c *Config) Warnings() []string {
+	var ws []string
+	for _, w := range c.HTTP.Warnings() {
+		ws = append(ws, "http."+w)
+	}
+	return ws
+}
+
 // Validate checks the http section.
 func (c *HTTPConfig) Validate() config.Problems {
 	var ps config.Problems
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		ps.Add("listen", "%q is not HOST:PORT: %v", c.Listen, err)
 	}
+	if c.ReloadTokenFile != "" {
+		if _, err := secret.Read(c.ReloadTokenFile); err != nil {
+			ps.Add("reload_token_file", "%v", err)
+		}
+	}
 	return ps
+}
+
+// Warnings are what is allowed but unwise in the http section, each as
+// "field: message": a listen address other than loopback serves
+// /metrics, the rules and POST /-/reload to the network.
+func (c *HTTPConfig) Warnings() []string {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil || loopbackHost(host) {
+		return nil
+	}
+	what := "every interface"
+	if host != "" && !isUnspecified(host) {
+		what = host
+	}
+	w := fmt.Sprintf("listen: %q is not a loopback address: /metrics, /api/v1/rules and POST /-/reload are served on %s", c.Listen, what)
+	if c.ReloadTokenFile == "" {
+		w += "; set http.reload_token_file to require a token for reloads"
+	}
+	return []string{w}
+}
+
+func isUnspecified(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsUnspecified()
 }
 
 // Validate checks the log section.

@@ -52,6 +52,14 @@ func (d *daemon) reload() error {
 	d.mu.Lock()
 	cur := d.cfg
 	d.mu.Unlock()
+	// The token file is re-read, to rotate the token; its path, like
+	// the rest of the http section, changes only with a restart.
+	token, err := cur.HTTP.LoadReloadToken()
+	if err != nil {
+		d.log.Error("reload failed; keeping the running configuration and reload token", "error", err)
+		d.recordReload(false)
+		return err
+	}
 
 	running, applied := d.apply(cur, next)
 	if rules != nil {
@@ -65,6 +73,9 @@ func (d *daemon) reload() error {
 	d.mu.Unlock()
 	if rules != nil {
 		d.dt.replace(d.ctx, rules, &next.Detect)
+	}
+	if d.guard != nil {
+		d.guard.setToken(token)
 	}
 	d.recordReload(true)
 	if len(restart) > 0 {
@@ -132,7 +143,8 @@ func restartNeeded(cur, next Config) []string {
 	add(next.Detect.Enabled != cur.Detect.Enabled, "detect.enabled")
 	add(next.Flows.Output != cur.Flows.Output, "flows.output")
 	add(!reflect.DeepEqual(next.Export, cur.Export), "export")
-	add(next.HTTP != cur.HTTP, "http.listen")
+	add(next.HTTP.Listen != cur.HTTP.Listen, "http.listen")
+	add(next.HTTP.ReloadTokenFile != cur.HTTP.ReloadTokenFile, "http.reload_token_file")
 	add(next.Log.Format != cur.Log.Format, "log.format")
 	add(next.Log.StatsInterval != cur.Log.StatsInterval, "log.stats_interval")
 	return f

@@ -35,7 +35,14 @@ const (
 // shutdown, flushes the output, detaches, and returns nil.
 func Run(ctx context.Context, opts RunOptions) error {
 	cfg, log := opts.Config, opts.Log
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration warning", "warning", w)
+	}
 	if err := cfg.check(); err != nil {
+		return err
+	}
+	token, err := cfg.HTTP.LoadReloadToken()
+	if err != nil {
 		return err
 	}
 	c, err := openCapture(&cfg, log)
@@ -58,10 +65,18 @@ func Run(ctx context.Context, opts RunOptions) error {
 		return fmt.Errorf("configuring sampling: %w", err)
 	}
 	d := &daemon{cfg: cfg, opts: opts, log: log, c: c, p: p, smp: smp, dt: newDetector(p, &cfg.Detect, log)}
+	d.guard = newReloadGuard(http.HandlerFunc(d.serveReload), token)
 	srv, err := d.listen()
 	if err != nil {
 		p.Close(sampler.Now())
 		return err
+	}
+	// Start-up has loaded the programs, opened the ring buffer, the
+	// files and the port: from here on the daemon needs only to attach,
+	// detach and read (runtimeCaps).
+	if err := dropCapabilities(log); err != nil {
+		p.Close(time.Now().UnixNano())
+		return errors.Join(err, srv.stop())
 	}
 	// The manager and the HTTP server outlive the group: the sensor
 	// detaches, and /metrics goes down, only after the last flows and
@@ -207,7 +222,9 @@ type daemon struct {
 	p    *pipeline
 	dt   *detector // nil when detection is off
 	smp  *sampler.Sampling
-	ctx  context.Context // the daemon's, for what a reload starts
+	// guard stands before POST /-/reload: CSRF, token, rate.
+	guard *reloadGuard
+	ctx   context.Context // the daemon's, for what a reload starts
 
 	reloadMu       sync.Mutex // one reload at a time (SIGHUP, HTTP)
 	mu             sync.Mutex // guards cfg and the reload counters
@@ -231,6 +248,7 @@ func (d *daemon) listen() (*server, error) {
 		reg.MustRegister(d.dt.collectors()...)
 	}
 	reg.MustRegister(
+		d.guard.refused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
@@ -264,13 +282,7 @@ func (s *server) stop() error {
 func (d *daemon) httpHandler(reg *prometheus.Registry) http.Handler {
 	mgr := d.c.mgr
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
-		if err := d.reload(); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		fmt.Fprintln(w, "reloaded")
-	})
+	mux.Handle("POST /-/reload", d.guard)
 	if d.dt != nil {
 		mux.HandleFunc("GET /api/v1/rules", d.dt.rulesHandler)
 	}
@@ -286,6 +298,15 @@ func (d *daemon) httpHandler(reg *prometheus.Registry) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
+}
+
+// serveReload is POST /-/reload once the guard has let it through.
+func (d *daemon) serveReload(w http.ResponseWriter, _ *http.Request) {
+	if err := d.reload(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	fmt.Fprintln(w, "reloaded")
 }
 
 func (d *daemon) logStats() {

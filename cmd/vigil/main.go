@@ -329,6 +329,9 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", fs.Arg(0), w)
+	}
 	if *printCfg {
 		b, err := yaml.Marshal(cfg)
 		if err != nil {
