@@ -29,8 +29,10 @@ func (r *rule) compileThresholds(rs *RuleSpec, index func(string) int,
 				continue
 			}
 			v := group.th[n]
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				bad(group.key+"."+n, "must be a finite number")
+			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+				// Measures are never negative: a negative threshold always
+				// passes, NaN never does.
+				bad(group.key+"."+n, "must be a finite number, 0 or more, got %v", v)
 			}
 			r.thresholds = append(r.thresholds, threshold{m: i, limit: v, all: group.all})
 			if !group.all {

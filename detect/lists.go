@@ -208,13 +208,17 @@ type Lists struct {
 func LoadLists(specs []ListSpec) (*Lists, error) {
 	ls := &Lists{byName: make(map[string]*List, len(specs))}
 	var errs []error
-	for _, spec := range specs {
+	for i, spec := range specs {
 		if _, dup := ls.byName[spec.Name]; dup {
-			errs = append(errs, fmt.Errorf("list %q: defined twice", spec.Name))
+			errs = append(errs, &OptionError{Field: fmt.Sprintf("lists[%d].name", i), Msg: fmt.Sprintf("list %q: defined twice", spec.Name)})
 			continue
 		}
 		l, err := LoadList(spec)
 		if err != nil {
+			if spec.Path == "" && spec.check() == nil {
+				// Inline entries: placed at the entries in the config file.
+				err = &OptionError{Field: fmt.Sprintf("lists[%d].entries", i), Msg: err.Error()}
+			}
 			errs = append(errs, err)
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"slices"
 
 	"github.com/gaissmai/bart"
+
+	"github.com/vigil-sensor/vigil/internal/yamlerr"
 )
 
 // pack is the built-in rule pack, active by default.
@@ -108,10 +111,10 @@ func Load(opts Options) (*RuleSet, error) {
 			add(rules)
 		}
 	}
-	for _, f := range opts.Files {
-		src, err := os.ReadFile(f)
+	for i, f := range opts.Files {
+		src, err := readRuleFile(f)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("reading rules: %w", err))
+			errs = append(errs, &OptionError{Field: fmt.Sprintf("rules[%d]", i), Msg: err.Error()})
 			continue
 		}
 		rules, err := ParseRules(f, src, lists)
@@ -282,4 +285,29 @@ func (h *hostGroups) lookup(a netip.Addr) (int, bool) {
 		return 0, false
 	}
 	return h.table.Lookup(a)
+}
+
+// readRuleFile reads a rule file, refusing what is not a regular file
+// or is past yamlerr.MaxFileBytes before reading it all.
+func readRuleFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the rule file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading the rule file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("rule file %s is not a regular file", path)
+	}
+	if st.Size() > yamlerr.MaxFileBytes {
+		return nil, fmt.Errorf("rule file %s is %d bytes, past the limit of %d", path, st.Size(), yamlerr.MaxFileBytes)
+	}
+	src, err := io.ReadAll(io.LimitReader(f, yamlerr.MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the rule file: %w", err)
+	}
+	return src, nil
 }

@@ -337,6 +337,8 @@ func TestNewRuleErrors(t *testing.T) {
 		{"reverse distinct", "measures: {n: {distinct: src_addr, reverse: true}}\n    thresholds: {n: 1}", "measures.n.reverse: only a sum or a rate"},
 		{"service port", "measures: {n: {sum: packets}}\n    thresholds: {n: 1}\n    service_port: dst_port", "service_port: \"dst_port\" is not in group_by"},
 		{"nan", "measures: {n: {sum: packets}}\n    thresholds: {n: .nan}", "thresholds.n: must be a finite number"},
+		{"negative", "measures: {n: {sum: packets}}\n    thresholds: {n: -5}", "thresholds.n: must be a finite number, 0 or more, got -5"},
+		{"negative all", "measures: {n: {sum: packets}, m: {sum: bytes}}\n    thresholds: {n: 1}\n    all: {m: -1}", "all.m: must be a finite number, 0 or more, got -1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			src := "rules:\n  - name: r\n    group_by: [dst_addr]\n    window: 1s\n    " + c.rule + "\n"

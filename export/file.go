@@ -22,6 +22,10 @@ const (
 	FileFormatOCSF  = "ocsf"  // AppendFlowOCSF, AppendAlertOCSF (docs/OCSF.md)
 )
 
+// maxRotateMiB bounds rotate_mib (1 TiB): far from where MiB in bytes
+// overflows.
+const maxRotateMiB = 1 << 20
+
 // FileConfig is one entry of export.files: a JSON-lines file with
 // size-based rotation. flows.output is one too, of every record.
 type FileConfig struct {
@@ -67,8 +71,8 @@ func (c FileConfig) Validate() config.Problems {
 	}
 	p.OneOf("format", c.Format, FileFormatVigil, FileFormatOCSF)
 	p.OneOf("records", c.Records, RecordsValues...)
-	if c.RotateMiB < 0 {
-		p.Add("rotate_mib", "must not be negative, got %d", c.RotateMiB)
+	if c.RotateMiB < 0 || c.RotateMiB > maxRotateMiB {
+		p.Add("rotate_mib", "must be 0 (never) to %d (1 TiB), got %d", maxRotateMiB, c.RotateMiB)
 	}
 	if c.Keep < 0 {
 		p.Add("keep", "must not be negative, got %d", c.Keep)

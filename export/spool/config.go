@@ -14,6 +14,10 @@ type Config struct {
 	Fsync  string `yaml:"fsync"`   // interval (every second), always, never
 }
 
+// MaxMiB is the largest max_mib: 16 TiB, far past any disk a sink
+// spools on, and far from where MiB in bytes overflows.
+const MaxMiB = 1 << 24
+
 // DefaultConfig returns the packaged defaults.
 func DefaultConfig() Config {
 	return Config{Dir: "/var/lib/vigil/spool", MaxMiB: 256, Fsync: "interval"}
@@ -23,8 +27,8 @@ func DefaultConfig() Config {
 // the export section's to say.
 func (c Config) Validate() config.Problems {
 	var p config.Problems
-	if c.MaxMiB < 1 {
-		p.Add("max_mib", "must be at least 1, got %d", c.MaxMiB)
+	if c.MaxMiB < 1 || c.MaxMiB > MaxMiB {
+		p.Add("max_mib", "must be 1 to %d (16 TiB), got %d", MaxMiB, c.MaxMiB)
 	}
 	if _, err := ParseFsyncPolicy(c.Fsync); err != nil || c.Fsync == "" {
 		p.Add("fsync", "%q is not interval, always or never", c.Fsync)
