@@ -85,20 +85,30 @@ func Replay(ctx context.Context, opts ReplayOptions) (ReplayStats, error) {
 	sent := make(chan error, 1)
 	go func() { sent <- p.Run(sendCtx) }()
 	latest := int64(0)
+	var fileErrs []error
 	for _, path := range opts.Files {
-		err = src.ReadFileFunc(ctx, path, func(batch []flow.Sample) error {
+		err := src.ReadFileFunc(ctx, path, func(batch []flow.Sample) error {
 			latest = feed(p, batch, latest)
 			if p.Err() != nil {
 				return errOutputFailed // p.Err() says why
 			}
 			return nil
 		})
-		if err != nil {
+		if errors.Is(err, errOutputFailed) || ctx.Err() != nil {
 			break
 		}
+		if err != nil {
+			// A bad or cut-short file ends that file, not the replay: what
+			// it held before the fault, and every other file, still count.
+			fileErrs = append(fileErrs, err)
+			if opts.Log != nil {
+				opts.Log.Error("capture file", "error", err)
+			}
+		}
 	}
-	if errors.Is(err, errOutputFailed) {
-		err = nil
+	err = errors.Join(fileErrs...)
+	if ctx.Err() != nil {
+		err = errors.Join(err, ctx.Err())
 	}
 	stopSending()
 	err = errors.Join(err, <-sent, p.Close(latest), p.Err())

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,5 +124,58 @@ func TestReplaySamplingIsSeeded(t *testing.T) {
 	// 10,000 packets at 1 in 10: 1000 samples expected, sd 30; 5 sd.
 	if total < 10*(1000-150) || total > 10*(1000+150) {
 		t.Errorf("estimated %d packets of 10000, outside 5 standard deviations", total)
+	}
+}
+
+// TestReplayBadFileKeepsTheOthers replays a good capture, one that is
+// not a capture, one cut short mid-packet and a second good one. The bad
+// files are errors that name them; every flow of the good files, and
+// of the cut file up to its cut, is still written.
+func TestReplayBadFileKeepsTheOthers(t *testing.T) {
+	good := writeUDPCapture(t, 5, 200)
+	raw, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pcap")
+	if err := os.WriteFile(garbage, []byte("this is not a capture\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// 24-byte header, then 1000 packets of 16+142 bytes: cut inside the
+	// 501st.
+	cut := filepath.Join(dir, "cut.pcap")
+	if err := os.WriteFile(cut, raw[:24+500*158+80], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "flows.json")
+	st, err := Replay(context.Background(), ReplayOptions{
+		Files: []string{good, garbage, cut, good}, Config: DefaultConfig(), SampleRate: 1, Seed: 1, Output: out,
+	})
+	if err == nil {
+		t.Fatal("no error for a file that is not a capture and one cut short")
+	}
+	for _, want := range []string{garbage, cut + ": reading packet 501"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if want := uint64(1000 + 500 + 1000); st.Packets != want { // garbage holds none
+		t.Errorf("%d packets read, want %d", st.Packets, want)
+	}
+	lines, rerr := os.ReadFile(out)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	var packets uint64
+	for _, l := range bytes.Split(bytes.TrimSpace(lines), []byte("\n")) {
+		var f flowLine
+		if err := json.Unmarshal(l, &f); err != nil {
+			t.Fatalf("bad line %q: %v", l, err)
+		}
+		packets += f.Packets
+	}
+	if want := uint64(1000 + 500 + 1000); packets != want {
+		t.Errorf("flow records hold %d packets, want %d: every packet before a fault", packets, want)
 	}
 }

@@ -189,6 +189,7 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 
 	batch := make([]flow.Sample, 0, s.cfg.BatchSize)
 	var arena []byte
+	first := s.packets // packets of earlier files: errors count this file's
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -213,7 +214,7 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 			if ferr := flush(); ferr != nil {
 				return ferr
 			}
-			return fmt.Errorf("reading packet %d: %w", s.packets+1, err)
+			return fmt.Errorf("reading packet %d: %w (the %d before it were read)", s.packets-first+1, err, s.packets-first)
 		}
 		ts, timed := s.times.Time(ci.Timestamp.UnixNano())
 		if timed && ts >= s.nextTick {
