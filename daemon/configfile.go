@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/goccy/go-yaml/ast"
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
@@ -16,7 +15,7 @@ type ConfigError = yamlerr.Error
 // keys are rejected. Every error is a *ConfigError (several are joined
 // with errors.Join) naming the file, line and field.
 func LoadConfig(path string) (Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := yamlerr.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("reading configuration: %w", err)
 	}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"os"
 
 	"github.com/goccy/go-yaml/parser"
 
@@ -28,7 +27,7 @@ func LoadRules(cfg *Config, configPath string) (*detect.RuleSet, error) {
 		ce := &ConfigError{File: configPath, Field: "detect." + oe.Field, Msg: oe.Msg}
 		if configPath == "" {
 			ce.File = "configuration"
-		} else if src, rerr := os.ReadFile(configPath); rerr == nil {
+		} else if src, rerr := yamlerr.ReadFile(configPath); rerr == nil {
 			if file, perr := parser.ParseBytes(src, 0); perr == nil {
 				if n := yamlerr.NodeAt(file, ce.Field); n != nil {
 					pos := n.GetToken().Position

@@ -172,10 +172,18 @@ func (l *List) Reload() (changed bool, err error) {
 	return true, nil
 }
 
+// MaxListFileBytes bounds a list file: 256 MiB is some ten million
+// prefixes, past any published block list.
+const MaxListFileBytes = 256 << 20
+
 // readListFile parses spec's file. The FileInfo comes from the open file,
 // so it describes what was read even if the path is replaced meanwhile;
 // it is nil when the file could not be opened.
 func readListFile(spec ListSpec) (*bart.Table[string], os.FileInfo, error) {
+	// Stat before opening: opening a FIFO would wait for a writer.
+	if st, err := os.Stat(spec.Path); err == nil && !st.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s is not a regular file", spec.Path)
+	}
 	f, err := os.Open(spec.Path)
 	if err != nil {
 		return nil, nil, err
@@ -184,6 +192,12 @@ func readListFile(spec ListSpec) (*bart.Table[string], os.FileInfo, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s is not a regular file", spec.Path)
+	}
+	if fi.Size() > MaxListFileBytes {
+		return nil, nil, fmt.Errorf("%s is %d bytes, past the limit of %d MiB for a list file", spec.Path, fi.Size(), MaxListFileBytes>>20)
 	}
 	var t *bart.Table[string]
 	switch spec.Format {

@@ -20,11 +20,17 @@ var mtimeBase = time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC)
 // rewrite within the file system's timestamp granularity is still seen.
 func rewrite(t testing.TB, path, content string, sec int) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	// As the docs ask of writers: a new file renamed over the old one, so
+	// that a watcher never reads it half-written.
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	mtime := mtimeBase.Add(time.Duration(sec) * time.Second)
-	if err := os.Chtimes(path, mtime, mtime); err != nil {
+	if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,10 +5,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
-	"os"
 	"path"
 	"slices"
 
@@ -287,25 +285,9 @@ func (h *hostGroups) lookup(a netip.Addr) (int, bool) {
 	return h.table.Lookup(a)
 }
 
-// readRuleFile reads a rule file, refusing what is not a regular file
-// or is past yamlerr.MaxFileBytes before reading it all.
+// readRuleFile reads a rule file with yamlerr's limits.
 func readRuleFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the rule file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading the rule file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("rule file %s is not a regular file", path)
-	}
-	if st.Size() > yamlerr.MaxFileBytes {
-		return nil, fmt.Errorf("rule file %s is %d bytes, past the limit of %d", path, st.Size(), yamlerr.MaxFileBytes)
-	}
-	src, err := io.ReadAll(io.LimitReader(f, yamlerr.MaxFileBytes+1))
+	src, err := yamlerr.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading the rule file: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -37,5 +38,24 @@ func TestRead(t *testing.T) {
 	}
 	if _, err := Read(filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing file was read")
+	}
+}
+
+// TestReadRefusesWhatIsNoSecret: a directory, a FIFO or a huge file is
+// not a key, and reading it must not block or take the memory.
+func TestReadRefusesWhatIsNoSecret(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, make([]byte, MaxBytes+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{dir: "not a regular file", big: "over 65536 bytes", fifo: "not a regular file"} {
+		if _, err := Read(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Read(%s): %v, want an error that says %q", path, err, want)
+		}
 	}
 }

@@ -2,7 +2,10 @@ package yamlerr
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -96,5 +99,36 @@ func TestUnmarshalTurnsAPanicIntoAnError(t *testing.T) {
 	err = Unmarshal("f.yaml", file, src, &v)
 	if err == nil || !strings.Contains(err.Error(), "f.yaml") || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("Unmarshal: %v, want an error naming the file", err)
+	}
+}
+
+// TestReadFileLimits: a FIFO must not block the reader, a directory is
+// no file, and a file past MaxFileBytes is refused before it is read.
+func TestReadFileLimits(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(MaxFileBytes + 1); err != nil { // sparse: no disk taken
+		t.Fatal(err)
+	}
+	f.Close()
+	for path, want := range map[string]string{fifo: "not a regular file", dir: "not a regular file", big: "past the limit of 16 MiB"} {
+		if _, err := ReadFile(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ReadFile(%s): %v, want an error that says %q", path, err, want)
+		}
+	}
+	ok := filepath.Join(dir, "ok.yaml")
+	if err := os.WriteFile(ok, []byte("a: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if src, err := ReadFile(ok); err != nil || string(src) != "a: 1\n" {
+		t.Errorf("ReadFile(ok) = %q, %v", src, err)
 	}
 }
