@@ -46,9 +46,29 @@ test: lint ## run every test; privileged ones need root (CI sets VIGIL_PRIVILEGE
 test-privileged: ## run the tests with skips turned into failures
 	VIGIL_PRIVILEGED_TESTS=1 $(GO) test -count=1 -timeout 20m $(PKGS)
 
+# Every fuzz target, as PACKAGE:TARGET. Their seeds and committed corpora
+# (testdata/fuzz/TARGET) run in plain go test, so make test covers them.
+FUZZ_TARGETS := \
+	./sampler/:FuzzParseFrame \
+	./sampler/:FuzzPcapSource \
+	./daemon/:FuzzParseConfig \
+	./detect/:FuzzParseRules \
+	./detect/:FuzzParseLists \
+	./internal/yamlerr/:FuzzParse \
+	./export/spool/:FuzzSpool
+FUZZTIME ?= 60s
+
 .PHONY: fuzz
-fuzz: ## fuzz the Go frame parser for a minute
-	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime 60s ./sampler/
+fuzz: ## fuzz every target in turn for FUZZTIME each (default 60s): make fuzz FUZZTIME=5m
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run XXX -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+.PHONY: fuzz-list
+fuzz-list: ## list the fuzz targets
+	@for t in $(FUZZ_TARGETS); do echo "$$t"; done
 
 .PHONY: bench
 bench: ## run the benchmarks (BPF_PROG_RUN timings need root)
