@@ -1,17 +1,3 @@
-//go:build fuzzknownbugs
-
-// Set aside until a known bug is fixed: a cursor whose acknowledged
-// segment is past the last segment on disk stops the reader for good
-// (Open keeps it, read finds no such segment, Next waits forever with
-// records pending, and appended records are never delivered either).
-// The inputs are testdata/fuzz/FuzzSpool/97d5618ee80b7db2 (records
-// pending at Open are never read) and 750d7f0e71d40983 (a spool empty at
-// Open never delivers what is appended). Run them with
-//
-//	go test -tags fuzzknownbugs -run FuzzSpool ./export/spool/
-//
-// and drop this build constraint once it passes.
-
 package spool_test
 
 // FuzzSpool: a spool directory holding a segment file of any bytes (and,
@@ -19,6 +5,9 @@ package spool_test
 // near it) opens, and reading it with Next and Ack delivers the valid
 // frames in order, counts a damaged segment as corrupt, ends, and goes
 // on delivering what is appended afterwards. Nothing panics or hangs.
+// Two corpus entries are the bug it found, a cursor past the last
+// segment on disk that stopped the reader for good (cursorOnDisk):
+// 97d5618ee80b7db2 and 750d7f0e71d40983.
 //
 // The test knows the on-disk format (spool.go): a segment is the magic
 // "VIGILSP1" and frames of length u32, CRC-32C u32 (of time and

@@ -263,6 +263,7 @@ func (s *Spool) load() error {
 	if acked.less(first) {
 		acked = first
 	}
+	acked = s.cursorOnDisk(acked)
 	s.acked, s.flight, s.redeliv = acked, acked, flight
 	// Count the records before the cursor in its segment as read.
 	for _, sg := range s.segs {
@@ -279,6 +280,29 @@ func (s *Spool) load() error {
 	s.updateBytes()
 	s.refreshOldest()
 	return nil
+}
+
+// cursorOnDisk moves an acknowledged position that points into a
+// segment no longer on disk (a segment lost with the power before the
+// directory was synced, or removed by hand) to the next record that is:
+// the start of the first segment after it, or, when every segment is
+// before it, the end of the last. Left there, the reader would wait for
+// that segment for good, and every record appended after it with it.
+func (s *Spool) cursorOnDisk(acked pos) pos {
+	for _, sg := range s.segs {
+		if sg.id == acked.seg {
+			return acked
+		}
+		if sg.id > acked.seg {
+			s.opt.Log.Warn("the spool cursor points into a segment that is gone; reading on from the next one",
+				"cursor_segment", acked.seg, "next_segment", sg.id)
+			return pos{sg.id, headerSize}
+		}
+	}
+	last := s.segs[len(s.segs)-1]
+	s.opt.Log.Warn("the spool cursor points past every segment; reading on from the end of the last one",
+		"cursor_segment", acked.seg, "last_segment", last.id)
+	return pos{last.id, last.size}
 }
 
 // skip counts and logs an entry of the spool directory that Open leaves
