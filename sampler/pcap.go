@@ -47,9 +47,12 @@ type PcapConfig struct {
 	OnTick func(now int64, st InterfaceStats)
 }
 
-// maxTickGap bounds the ticks one packet can fire: 65,536 (1.8 hours at
-// 100 ms) is well past where a controller stops changing its rate.
-const maxTickGap = 1 << 16
+// maxTickGap bounds the ticks one packet can fire: 4,096 (6.8 minutes
+// at 100 ms) is far past where a controller stops changing its rate
+// (a fall of 3x per step reaches 1-in-1 from any rate within 21 steps),
+// and keeps a hostile capture of packets hours apart from costing
+// millions of controller steps per packet (it was 65,536).
+const maxTickGap = 1 << 12
 
 // PcapSource reads a pcap or pcapng file and produces the samples the
 // BPF program would produce for the same frames: same parser semantics,
