@@ -52,7 +52,7 @@ func Open(c *Config, deps export.Dependencies) (_ []export.Output, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("export.%s: %w", s.Path, err)
 		}
-		sp, err := c.Spool.Open(s.Name)
+		sp, err := c.Spool.Open(s.Name, log)
 		if err != nil {
 			tr.Close()
 			return nil, fmt.Errorf("export.%s: %w", s.Path, err)

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"log/slog"
 	"path/filepath"
 
 	"github.com/vigil-sensor/vigil/internal/config"
@@ -37,10 +38,14 @@ func (c Config) Validate() config.Problems {
 }
 
 // Open opens the spool of the sink called name, DIR/name.
-func (c Config) Open(name string) (*Spool, error) {
+// log is where it says what it skips and recovers (nil: slog.Default).
+func (c Config) Open(name string, log *slog.Logger) (*Spool, error) {
 	fsync, err := ParseFsyncPolicy(c.Fsync)
 	if err != nil {
 		return nil, err
 	}
-	return Open(filepath.Join(c.Dir, name), Options{MaxBytes: int64(c.MaxMiB) << 20, Fsync: fsync})
+	if log != nil {
+		log = log.With("sink", name)
+	}
+	return Open(filepath.Join(c.Dir, name), Options{MaxBytes: int64(c.MaxMiB) << 20, Fsync: fsync, Log: log})
 }
