@@ -50,6 +50,7 @@ type keyState struct {
 
 	bl  *baseline
 	seq seqState
+	ev  evictLink // its place in the rule's eviction order (state.go)
 }
 
 func newKeyState(r *rule, k keyBuf, limits []float64) *keyState {
