@@ -351,15 +351,21 @@ func (rs *ruleState) endAll(e *Engine, now int64) {
 // not a key seen twice. A key with a running alert is never evicted.
 //
 // The structure is an LFU of count levels (as in Space-Saving's stream
-// summary): a list per count, 0 to evictMax, the least recently seen at
-// the head, and a bitmap of the levels in use. An event moves its key
-// to the tail of the next level, a new key goes to the tail of level 1,
-// the victim is the head of the lowest level: O(1). Halving merges level
-// c into c/2, list by list (O(evictMax), not O(keys)): keys keep the
-// count and the epoch they were set at, and their count now is the one
-// shifted right by the halvings since. A key with a running alert met
-// at the head is unlinked (pinned) and linked again when the alert has
-// ended, at its next event or the next sweep.
+// summary): a list per count, 0 to evictMax, and a bitmap of the levels
+// in use. A new key goes to the tail of level 1; the victim is the head
+// of the lowest level. An event only counts, in the key's own state:
+// moving it then would touch its neighbours' states, a cache miss each
+// in a big state. The key moves up when it reaches the head of its
+// level with a higher count: to the tail of its count's level, so the
+// victim has the fewest events, and of those the key not seen since the
+// longest (up to when keys were moved). Each move is paid for by the
+// events that raised the count: O(1) per event and per new key.
+//
+// Halving merges level c into c/2, list by list (O(evictMax), not
+// O(keys)): keys keep the count and level they had at an epoch, and
+// theirs now are those shifted right by the halvings since. A key with
+// a running alert met at the head is unlinked (pinned), and linked again
+// when the alert has ended, at its next event or the next sweep.
 type evictLevels struct {
 	level    [evictMax + 1]evictList
 	used     uint64 // bit c: level c has keys
@@ -377,8 +383,9 @@ type evictList struct{ head, tail *keyState }
 // evictLink is a key's place in its rule's evictLevels (24 bytes).
 type evictLink struct {
 	prev, next *keyState
-	epoch      uint32 // the levels' epoch when count was set
+	epoch      uint32 // the levels' epoch when count and level were set
 	count      uint8  // events, as of epoch
+	level      uint8  // the level it is in, as of epoch: count or less
 	linked     bool   // in a level; false: pinned by a running alert, or none yet
 }
 
@@ -395,15 +402,20 @@ func evictHalfLife(r *rule) int64 {
 	return max(h, int64(time.Second))
 }
 
-// count is ks's count now: the level it is in, if linked.
+// count is ks's count now.
 func (lv *evictLevels) count(ks *keyState) int {
 	return int(ks.ev.count >> (lv.epoch - ks.ev.epoch))
 }
 
-// link puts ks at the tail (most recently seen) of level c.
+// levelOf is the level ks is in now, if linked.
+func (lv *evictLevels) levelOf(ks *keyState) int {
+	return int(ks.ev.level >> (lv.epoch - ks.ev.epoch))
+}
+
+// link puts ks at the tail (most recently seen) of level c, its count.
 func (lv *evictLevels) link(ks *keyState, c int) {
 	l := &lv.level[c]
-	ks.ev = evictLink{prev: l.tail, epoch: lv.epoch, count: uint8(c), linked: true}
+	ks.ev = evictLink{prev: l.tail, epoch: lv.epoch, count: uint8(c), level: uint8(c), linked: true}
 	if l.tail != nil {
 		l.tail.ev.next = ks
 	} else {
@@ -415,7 +427,7 @@ func (lv *evictLevels) link(ks *keyState, c int) {
 
 // unlink takes ks out of its level, keeping its count.
 func (lv *evictLevels) unlink(ks *keyState) {
-	c := lv.count(ks)
+	c := lv.levelOf(ks)
 	l := &lv.level[c]
 	if p := ks.ev.prev; p != nil {
 		p.ev.next = ks.ev.next
@@ -430,34 +442,42 @@ func (lv *evictLevels) unlink(ks *keyState) {
 	if l.head == nil {
 		lv.used &^= 1 << c
 	}
-	ks.ev = evictLink{epoch: lv.epoch, count: uint8(c)}
+	ks.ev = evictLink{epoch: lv.epoch, count: uint8(lv.count(ks))}
 }
 
-// seen counts an event of ks: it moves to the tail of the next level.
+// seen counts an event of ks.
 func (lv *evictLevels) seen(ks *keyState) {
-	c := min(lv.count(ks)+1, evictMax)
-	switch {
-	case !ks.ev.linked && ks.alert != nil:
-		ks.ev.count, ks.ev.epoch = uint8(c), lv.epoch // pinned: count only
+	if !ks.ev.linked && ks.alert == nil {
+		lv.link(ks, min(lv.count(ks)+1, evictMax)) // its alert has ended
 		return
-	case ks.ev.linked && lv.level[c].tail == ks:
-		return // the busiest, and the newest of them
-	case ks.ev.linked:
-		lv.unlink(ks)
 	}
-	lv.link(ks, c)
+	if s := lv.epoch - ks.ev.epoch; s != 0 {
+		ks.ev.count >>= s
+		ks.ev.level >>= s
+		ks.ev.epoch = lv.epoch
+	}
+	if ks.ev.count < evictMax {
+		ks.ev.count++
+	}
 }
 
-// victim returns the key to evict: the head of the lowest level without
-// a running alert; nil if every key has one. Keys with running alerts
-// met on the way are pinned, so each costs once.
+// victim returns the key to evict: the head of the lowest level, once
+// keys seen since they were linked have moved up and keys with running
+// alerts have been pinned; nil if every key has a running alert.
 func (lv *evictLevels) victim() *keyState {
 	for lv.used != 0 {
-		ks := lv.level[bits.TrailingZeros64(lv.used)].head
-		if ks.alert == nil {
-			return ks
+		l := bits.TrailingZeros64(lv.used)
+		ks := lv.level[l].head
+		if ks.alert != nil {
+			lv.unlink(ks)
+			continue
 		}
-		lv.unlink(ks)
+		if c := lv.count(ks); c > l {
+			lv.unlink(ks)
+			lv.link(ks, c)
+			continue
+		}
+		return ks
 	}
 	return nil
 }
