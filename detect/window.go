@@ -37,7 +37,8 @@ type keyState struct {
 	win     []float64
 	hll     []*hyperloglog.Sketch // nslots × distinct measures, allocated on use
 
-	first, last int64 // first and last event time seen
+	first, last int64     // first and last event time seen
+	ev          evictLink // its place in the rule's eviction order (state.go); by last: one cache line
 	limits      []float64
 	evidence    []topK
 	evStart     int64 // slot index since which evidence counts
