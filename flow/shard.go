@@ -62,6 +62,7 @@ type shard struct {
 	ended    []endedRef
 	draining []Record // pending, swapped out for the drain
 	next     [2]int   // the drain's positions in draining and ended
+	sparse   int64    // since when (clock ns) the drains found the shard mostly empty; 0: not
 
 	created uint64
 	samples uint64
@@ -165,6 +166,11 @@ func (s *shard) end(slot uint32, r EndReason) {
 func (s *shard) detach(slot uint32, r EndReason) {
 	e := s.entry(slot)
 	s.finish(e, r)
+	if len(s.ended) == cap(s.ended) {
+		// Double: append's 1.25 for big slices allocates five times
+		// what a mass expiry ends up holding.
+		s.ended = slices.Grow(s.ended, max(len(s.ended), 64))
+	}
 	s.ended = append(s.ended, endedRef{e.rec.End, slot})
 	s.remove(slot, e)
 }
@@ -201,6 +207,7 @@ func (s *shard) expire(now, idle, active int64) {
 
 // flush ends every flow with EndShutdown, for the drain.
 func (s *shard) flush() {
+	s.ended = slices.Grow(s.ended, s.count)
 	for s.lists[byStart].oldest != nilSlot {
 		s.detach(s.lists[byStart].oldest, EndShutdown)
 	}
@@ -260,15 +267,26 @@ func (s *shard) drainInto(out []Record, n int) []Record {
 }
 
 // endDrain forgets the drained records and gives back the memory a
-// mass expiry took: buffers past keepCap and, when the shard is mostly
-// empty, its entries and index (see compact). The caller holds Table.mu
-// and s.mu.
-func (s *shard) endDrain() {
+// mass expiry took: buffers past keepCap and, once the shard has been
+// mostly empty for an idle timeout by the clock (now), its entries and
+// index (see compact). A wave of new flows soon after a mass expiry
+// reuses the entries instead, without allocating a second table. Flush
+// passes now 0: the table is done. The caller holds Table.mu and s.mu.
+func (s *shard) endDrain(now, idle int64) {
 	clear(s.draining)
 	s.draining = trim(s.draining[:0])
 	s.ended = trim(s.ended[:0])
 	s.next = [2]int{}
-	s.compact()
+	switch {
+	case now == 0:
+	case !s.sparseNow():
+		s.sparse = 0
+	case s.sparse == 0:
+		s.sparse = now
+	case now-s.sparse >= idle:
+		s.compact()
+		s.sparse = 0
+	}
 }
 
 // keepCap is the most records (or references) a buffer keeps between
@@ -282,22 +300,18 @@ func trim[T any](b []T) []T {
 	return b
 }
 
-// compact gives back the memory of a shard left mostly empty, by a mass
-// expiry for one: when fewer than a quarter of the entries handed out
+// compact gives back the memory of a shard left mostly empty: when fewer than a quarter of the entries handed out
 // are in use (and more than two chunks were), the live flows move to
 // new, dense chunks, in LRU order, and the old ones are left to the GC;
 // an index four times larger than its flows need is rebuilt smaller.
 // Both cost a pass over the shard's live flows, under its lock. The
 // caller holds s.mu and no entry is detached.
 func (s *shard) compact() {
-	moved := len(s.chunks) > 2 && s.count < int(s.used)/4
+	moved := s.fewInUse()
 	if moved {
 		s.relocate()
 	}
-	size := 64
-	for size*7 <= s.count*10*2 { // a load under 0.35 once rebuilt
-		size *= 2
-	}
+	size := indexSize(s.count)
 	if len(s.index) < 4*size {
 		size = len(s.index)
 	}
@@ -305,6 +319,22 @@ func (s *shard) compact() {
 		s.rebuildIndex(size)
 	}
 }
+
+// indexSize is the smallest index for n flows at a load under 0.35.
+func indexSize(n int) int {
+	size := 64
+	for size*7 <= n*10*2 {
+		size *= 2
+	}
+	return size
+}
+
+// fewInUse: fewer than a quarter of the entries handed out are in use,
+// and more than two chunks were.
+func (s *shard) fewInUse() bool { return len(s.chunks) > 2 && s.count < int(s.used)/4 }
+
+// sparseNow reports whether compact would give memory back.
+func (s *shard) sparseNow() bool { return s.fewInUse() || len(s.index) >= 4*indexSize(s.count) }
 
 // relocate moves the live flows to dense chunks; the index must then be
 // rebuilt.

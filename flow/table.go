@@ -22,7 +22,8 @@ import (
 // a known flow allocates nothing. Expiry is bounded too: the flows it
 // ends wait in their entries (16 bytes each on the side) and are handed
 // out EmitBatch records at a time; a shard left mostly empty by a mass
-// expiry moves its flows to fewer chunks and gives the rest back.
+// expiry, and still so an idle timeout later, moves its flows to fewer
+// chunks and gives the rest back.
 //
 // The table reads time only from its Clock, when Expire runs: the live
 // daemon gives it the wall clock, replay the capture's time, and tests a
@@ -219,7 +220,7 @@ func (t *Table) Expire(emit func([]Record)) {
 		sh.expire(now, idle, active)
 		sh.mu.Unlock()
 	}
-	t.drain(emit)
+	t.drain(emit, max(now, 1), idle)
 }
 
 // Flush ends every flow with EndShutdown (and writes pending ones with
@@ -233,7 +234,7 @@ func (t *Table) Flush(emit func([]Record)) {
 		sh.flush()
 		sh.mu.Unlock()
 	}
-	t.drain(emit)
+	t.drain(emit, 0, 0)
 }
 
 // EmitBatch is the most records Expire and Flush hand emit at once.
@@ -246,8 +247,9 @@ const stageSize = 64
 // flows ended by Expire and Flush wait in their entries; a shard's next
 // records are copied to its stage, and their entries freed, stageSize
 // at a time, so the drain holds EmitBatch records and a stage a shard
-// however many flows end. The caller holds t.mu.
-func (t *Table) drain(emit func([]Record)) {
+// however many flows end. now and idle are for the shards' compaction
+// (shard.endDrain). The caller holds t.mu.
+func (t *Table) drain(emit func([]Record), now, idle int64) {
 	if t.stages == nil {
 		t.stages = make([]stage, len(t.shards))
 		t.out = make([]Record, 0, EmitBatch)
@@ -292,7 +294,7 @@ func (t *Table) drain(emit func([]Record)) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		sh.endDrain()
+		sh.endDrain(now, idle)
 		sh.mu.Unlock()
 		clear(t.stages[i].recs)
 	}
