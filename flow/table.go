@@ -20,7 +20,7 @@ import (
 // goroutines can feed it at once through their own Feeder. Memory is
 // allocated in chunks as the table grows and reused after; a sample for
 // a known flow allocates nothing. Expiry is bounded too: the flows it
-// ends wait in their entries (16 bytes each on the side) and are handed
+// ends wait in their entries (8 bytes each on the side) and are handed
 // out EmitBatch records at a time; a shard left mostly empty by a mass
 // expiry, and still so an idle timeout later, moves its flows to fewer
 // chunks and gives the rest back.
@@ -226,12 +226,13 @@ func (t *Table) Expire(emit func([]Record)) {
 // Flush ends every flow with EndShutdown (and writes pending ones with
 // their own reasons), in batches as Expire does.
 func (t *Table) Flush(emit func([]Record)) {
+	now := t.clock.Now().UnixNano()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		sh.flush()
+		sh.flush(now)
 		sh.mu.Unlock()
 	}
 	t.drain(emit, 0, 0)
