@@ -7,7 +7,6 @@ import (
 	"hash/maphash"
 	"math"
 	"math/bits"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +19,11 @@ import (
 // The table is split into shards, each with its own lock, so several
 // goroutines can feed it at once through their own Feeder. Memory is
 // allocated in chunks as the table grows and reused after; a sample for
-// a known flow allocates nothing.
+// a known flow allocates nothing. Expiry is bounded too: the flows it
+// ends wait in their entries (8 bytes each on the side) and are handed
+// out EmitBatch records at a time; a shard left mostly empty by a mass
+// expiry, and still so an idle timeout later, moves its flows to fewer
+// chunks and gives the rest back.
 //
 // The table reads time only from its Clock, when Expire runs: the live
 // daemon gives it the wall clock, replay the capture's time, and tests a
@@ -35,8 +38,10 @@ type Table struct {
 	idle      atomic.Int64 // ns
 	active    atomic.Int64 // ns
 
-	mu  sync.Mutex // serialises Expire and Flush
-	out []Record
+	mu     sync.Mutex // serialises Expire and Flush, and guards what follows
+	out    []Record   // the batch for emit
+	stages []stage    // per shard, its next records in the drain
+	heap   []int32    // shards with records left in the drain, by their next
 }
 
 // NewTable returns an empty table that expires flows by clock.
@@ -201,47 +206,142 @@ func (t *Table) evictExcess() {
 // Expire ends the flows that are due by the table's clock: idle and
 // active timeouts, and the flows already ended by TCP FIN/RST or
 // eviction. It calls emit with the ended records, ordered by end time,
-// start time and key; the slice is only valid during the call.
+// start time and key, in batches of at most EmitBatch records (a mass
+// expiry takes several calls, each continuing the order of the last);
+// a slice is only valid during its call. Feeders run meanwhile.
 func (t *Table) Expire(emit func([]Record)) {
 	now := t.clock.Now().UnixNano()
 	idle, active := t.idle.Load(), t.active.Load()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := t.out[:0]
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		out = sh.expire(now, idle, active, out)
+		sh.expire(now, idle, active)
 		sh.mu.Unlock()
 	}
-	t.emit(out, emit)
+	t.drain(emit, max(now, 1), idle)
 }
 
 // Flush ends every flow with EndShutdown (and writes pending ones with
-// their own reasons).
+// their own reasons), in batches as Expire does.
 func (t *Table) Flush(emit func([]Record)) {
+	now := t.clock.Now().UnixNano()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := t.out[:0]
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		out = sh.flush(out)
+		sh.flush(now)
 		sh.mu.Unlock()
 	}
-	t.emit(out, emit)
+	t.drain(emit, 0, 0)
 }
 
-func (t *Table) emit(out []Record, emit func([]Record)) {
+// EmitBatch is the most records Expire and Flush hand emit at once.
+const EmitBatch = 4096
+
+// stageSize is how many records the drain takes from a shard per lock.
+const stageSize = 64
+
+// drain merges the shards' sorted drains into batches for emit. The
+// flows ended by Expire and Flush wait in their entries; a shard's next
+// records are copied to its stage, and their entries freed, stageSize
+// at a time, so the drain holds EmitBatch records and a stage a shard
+// however many flows end. now and idle are for the shards' compaction
+// (shard.endDrain). The caller holds t.mu.
+func (t *Table) drain(emit func([]Record), now, idle int64) {
+	if t.stages == nil {
+		t.stages = make([]stage, len(t.shards))
+		t.out = make([]Record, 0, EmitBatch)
+	}
+	h := t.heap[:0]
+	for i := range t.shards {
+		if t.shards[i].drainLeft() && t.refill(i) {
+			h = append(h, int32(i))
+		}
+	}
+	less := func(a, b int32) bool {
+		sa, sb := &t.stages[a], &t.stages[b]
+		if c := compareRecordPtrs(&sa.recs[sa.next], &sb.recs[sb.next]); c != 0 {
+			return c < 0
+		}
+		return a < b
+	}
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		siftDown(h, i, less)
+	}
+	out := t.out[:0]
+	for len(h) > 0 {
+		i := h[0]
+		st := &t.stages[i]
+		out = append(out, st.recs[st.next])
+		st.next++
+		if len(out) == EmitBatch {
+			emit(out)
+			out = out[:0]
+		}
+		if st.next == len(st.recs) && !t.refill(int(i)) {
+			h[0] = h[len(h)-1]
+			h = h[:len(h)-1]
+		}
+		siftDown(h, 0, less)
+	}
 	if len(out) > 0 {
-		slices.SortFunc(out, compareRecords)
 		emit(out)
 	}
 	clear(out)
-	t.out = out[:0]
+	t.out, t.heap = out[:0], h
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		sh.endDrain(now, idle)
+		sh.mu.Unlock()
+		clear(t.stages[i].recs)
+	}
 }
 
-func compareRecords(a, b Record) int {
+// stage holds a shard's next records in the drain.
+type stage struct {
+	recs []Record
+	next int
+}
+
+// refill loads shard i's next records into its stage; false when the
+// shard has none left.
+func (t *Table) refill(i int) bool {
+	st, sh := &t.stages[i], &t.shards[i]
+	if !sh.drainLeft() {
+		return false
+	}
+	sh.mu.Lock()
+	st.recs = sh.drainInto(st.recs[:0], stageSize)
+	sh.mu.Unlock()
+	st.next = 0
+	return true
+}
+
+func siftDown(h []int32, i int, less func(a, b int32) bool) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if c+1 < len(h) && less(h[c+1], h[c]) {
+			c++
+		}
+		if !less(h[c], h[i]) {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+}
+
+// compareRecords orders records by end time, start time and key.
+func compareRecords(a, b Record) int { return compareRecordPtrs(&a, &b) }
+
+func compareRecordPtrs(a, b *Record) int {
 	if c := cmp.Compare(a.End, b.End); c != 0 {
 		return c
 	}
