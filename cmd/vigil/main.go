@@ -276,9 +276,11 @@ func replayCmd(args []string, stderr io.Writer) error {
 		Interface:    *ifname,
 		Log:          newLogger(stderr, "text", slog.LevelInfo),
 	})
-	if err != nil {
+	if err != nil && st.Packets == 0 {
 		return err
 	}
+	// A bad file among good ones: what the good ones held is written and
+	// summed up, then the error.
 	if !*quiet {
 		fmt.Fprintf(stderr, "vigil replay: %d packets, %d bytes, %d samples, %d flow records, %d alert reports", st.Packets, st.Bytes, st.Samples, st.Flows, st.Alerts)
 		if st.Packets > 0 {
@@ -298,7 +300,7 @@ func replayCmd(args []string, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stderr)
 	}
-	return nil
+	return err
 }
 
 func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
