@@ -68,6 +68,7 @@ type PcapSource struct {
 	bytes     uint64
 	nextTick  int64 // capture time of the next tick; MaxInt64: none
 	times     *TimeGuard
+	held      []heldSample // packets the time guard holds, in order
 }
 
 // NewPcapSource returns a source with its own seeded sampler.
@@ -208,19 +209,50 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 		}
 		return nil
 	}
+	// release hands out the packets the time guard held, with the times
+	// it gives them now.
+	release := func(times []int64) error {
+		for i, t := range times {
+			h := &s.held[i]
+			if !h.sampled {
+				continue
+			}
+			h.smp.Timestamp = t
+			batch = append(batch, h.smp)
+			if n := len(h.smp.Head); n > 0 {
+				start := len(arena)
+				arena = append(arena, h.smp.Head...)
+				batch[len(batch)-1].Head = arena[start : start+n : start+n]
+			}
+			if len(batch) == cap(batch) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if len(times) > 0 {
+			s.held = s.held[:copy(s.held, s.held[len(times):])]
+		}
+		return nil
+	}
 	for {
 		data, ci, err := src.ZeroCopyReadPacketData()
-		if errors.Is(err, io.EOF) {
-			return flush()
-		}
 		if err != nil {
-			if ferr := flush(); ferr != nil {
+			// The end of the file ends a jump the guard was holding
+			// packets for: it was real.
+			if rerr := release(s.times.End()); rerr != nil {
+				return rerr
+			}
+			if ferr := flush(); ferr != nil || errors.Is(err, io.EOF) {
 				return ferr
 			}
 			return fmt.Errorf("reading packet %d: %w (the %d before it were read)", s.packets-first+1, err, s.packets-first)
 		}
-		ts, timed := s.times.Time(ci.Timestamp.UnixNano())
-		if timed && ts >= s.nextTick {
+		ts, act := s.times.Time(ci.Timestamp.UnixNano())
+		if err := release(s.times.Released()); err != nil {
+			return err
+		}
+		if act == TimeKeep && ts >= s.nextTick {
 			if err := s.tick(ts, flush); err != nil {
 				return err
 			}
@@ -242,21 +274,26 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 			outcome = parseLink(data, ci.Length, frameOffset, kind, s.cfg.Decap, smp)
 		}
 		s.stats.Outcomes[outcome]++
-		if !sampled || !timed {
+		if act == TimeHold {
+			// Held until the guard gives it a time: out of the batch, with
+			// its own copy of the head bytes.
+			h := heldSample{sampled: sampled}
+			if sampled {
+				s.fill(smp, ts, ci, ng != nil, outcome)
+				h.smp = *smp
+				h.smp.Head = append([]byte(nil), data[:min(s.cfg.HeadBytes, len(data))]...)
+				s.stats.Samples++
+			}
+			s.held = append(s.held, h)
+			batch = batch[:len(batch)-1]
+			continue
+		}
+		if !sampled || act == TimeDrop {
 			batch = batch[:len(batch)-1]
 			continue
 		}
 		s.stats.Samples++
-		smp.Timestamp = ts
-		smp.Ifindex = s.cfg.Ifindex
-		if ng != nil {
-			smp.Ifindex = uint32(ci.InterfaceIndex)
-		}
-		smp.WireLen = uint32(ci.Length)
-		smp.SamplingRate = s.cfg.SampleRate
-		smp.Segments = 1
-		smp.Direction = s.cfg.Direction
-		smp.Outcome = outcome
+		s.fill(smp, ts, ci, ng != nil, outcome)
 		if n := min(s.cfg.HeadBytes, len(data)); n > 0 {
 			start := len(arena)
 			arena = append(arena, data[:n]...)
@@ -268,6 +305,27 @@ func (s *PcapSource) read(r io.Reader, emit func([]flow.Sample) error, reuse boo
 			}
 		}
 	}
+}
+
+// fill sets the fields of a sample the parser does not: all but Head.
+func (s *PcapSource) fill(smp *flow.Sample, ts int64, ci gopacket.CaptureInfo, ng bool, outcome flow.Outcome) {
+	smp.Timestamp = ts
+	smp.Ifindex = s.cfg.Ifindex
+	if ng {
+		smp.Ifindex = uint32(ci.InterfaceIndex)
+	}
+	smp.WireLen = uint32(ci.Length)
+	smp.SamplingRate = s.cfg.SampleRate
+	smp.Segments = 1
+	smp.Direction = s.cfg.Direction
+	smp.Outcome = outcome
+}
+
+// heldSample is a packet the time guard holds: its sample, if it was
+// sampled, waits for the time the guard gives it.
+type heldSample struct {
+	sampled bool
+	smp     flow.Sample
 }
 
 // tick fires the ticks a packet at capture time ts crosses, after

@@ -52,16 +52,21 @@ func TestTimeGuard(t *testing.T) {
 			stats: TimeStats{Clamped: 3},
 		},
 		{
+			// Held until the third packet confirms the gap: every packet
+			// keeps its time.
 			name: "a quiet 10 minutes", in: cat(steady(base, 5), steady(base+int64(10*time.Minute), 5)),
-			want:  cat(steady(base, 5), []int64{base + 4*ms, base + 4*ms}, steady(base+int64(10*time.Minute)+2*ms, 3)),
-			stats: TimeStats{Clamped: 2, Jumps: 1},
+			stats: TimeStats{Jumps: 1},
+		},
+		{
+			name: "an hour's gap, two packets, then the end", in: cat(steady(base, 5), steady(base+int64(time.Hour), 2)),
+			stats: TimeStats{Jumps: 1},
 		},
 		{
 			name: "the capture steps back an hour", in: cat(steady(base, 5), steady(base-int64(time.Hour), 5)),
-			// The third packet back confirms it and gets the clock's time;
-			// the ones after it carry on from there.
-			want:  cat(steady(base, 5), []int64{base + 4*ms, base + 4*ms, base + 4*ms, base + 5*ms, base + 6*ms}),
-			stats: TimeStats{Clamped: 2, Jumps: 1},
+			// The first packet back gets the clock's time once the third
+			// confirms the step; the ones after it carry on from there.
+			want:  cat(steady(base, 5), []int64{base + 4*ms, base + 5*ms, base + 6*ms, base + 7*ms, base + 8*ms}),
+			stats: TimeStats{Jumps: 1},
 		},
 		{
 			name: "out of order", in: []int64{base, base + 5*ms, base + 3*ms, base + 6*ms},
@@ -75,14 +80,7 @@ func TestTimeGuard(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			g := NewTimeGuard(latest)
-			got := make([]int64, len(c.in))
-			for i, ts := range c.in {
-				v, ok := g.Time(ts)
-				if !ok {
-					v = -1
-				}
-				got[i] = v
-			}
+			got := times(g, c.in)
 			want := c.want
 			if want == nil {
 				want = c.in
@@ -95,6 +93,37 @@ func TestTimeGuard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// times runs in through g as the pcap source does, holding packets
+// while the guard says to, and returns the time each packet ends up
+// with (-1: dropped), in input order.
+func times(g *TimeGuard, in []int64) []int64 {
+	got := make([]int64, len(in))
+	var held []int // indexes of the held packets
+	give := func(ts []int64) {
+		for i, t := range ts {
+			got[held[i]] = t
+		}
+		held = held[len(ts):]
+	}
+	for i, ts := range in {
+		v, act := g.Time(ts)
+		give(g.Released())
+		switch act {
+		case TimeKeep:
+			got[i] = v
+		case TimeHold:
+			held = append(held, i)
+		case TimeDrop:
+			got[i] = -1
+		}
+	}
+	give(g.End())
+	if len(held) > 0 {
+		panic("packets still held after End")
+	}
+	return got
 }
 
 // rel shows times as offsets from base, for readable failures.
@@ -115,35 +144,39 @@ func TestTimeGuardNeverRunsBackwards(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for run := range 200 {
 		g := NewTimeGuard(func() int64 { return bound })
-		last, ts := int64(-1<<63), base
-		var changed uint64
-		for range 500 {
+		in := make([]int64, 500)
+		ts := base
+		for i := range in {
 			ts += rng.Int64N(int64(10 * time.Millisecond))
-			in := ts
+			in[i] = ts
 			switch rng.IntN(20) {
 			case 0:
-				in = rng.Int64() // anything at all
+				in[i] = rng.Int64() // anything at all
 			case 1:
-				in = ts - rng.Int64N(int64(time.Hour))
+				in[i] = ts - rng.Int64N(int64(time.Hour))
 			case 2:
 				ts += int64(10 * time.Minute) // a real gap
-				in = ts
+				in[i] = ts
 			}
-			out, ok := g.Time(in)
-			if !ok {
+		}
+		out := times(g, in)
+		last := int64(-1 << 63)
+		var changed uint64
+		for i, v := range out {
+			if v == -1 {
 				changed++
 				continue
 			}
-			if out < last {
-				t.Fatalf("run %d: time ran backwards: %d after %d", run, out, last)
+			if v < last {
+				t.Fatalf("run %d: time ran backwards at packet %d: %d after %d", run, i, v, last)
 			}
-			if out > bound {
-				t.Fatalf("run %d: %d is past the bound", run, out)
+			if v > bound {
+				t.Fatalf("run %d: %d is past the bound", run, v)
 			}
-			if out != in {
+			if v != in[i] {
 				changed++
 			}
-			last = out
+			last = v
 		}
 		// A packet given its own time plus the offset of a step back is
 		// changed but not counted: those follow a counted jump.
