@@ -88,7 +88,7 @@ func NewPcapSource(cfg PcapConfig) (*PcapSource, error) {
 		threshold: uint32(packRate(cfg.SampleRate) >> 32),
 		rng:       rand.New(rand.NewPCG(cfg.Seed, 0x76696769)),
 		nextTick:  math.MaxInt64,
-		times:     NewTimeGuard(WallBound),
+		times:     NewTimeGuard(WallBound()),
 	}
 	if cfg.Tick > 0 && cfg.OnTick != nil {
 		s.nextTick = math.MinInt64 // the first packet fires one

@@ -33,7 +33,7 @@ import "time"
 type TimeGuard struct {
 	MaxStep int64        // the largest jump (ns) believed without confirmation
 	Confirm int          // packets in a row that make a suspect jump true
-	Latest  func() int64 // no timestamp past this is true; nil: no bound
+	Latest  int64 // no timestamp past this (ns since the epoch) is true; math.MaxInt64: no bound
 
 	clock   int64   // the latest time given out
 	offset  int64   // added to every timestamp since the capture stepped back
@@ -79,11 +79,12 @@ const DefaultConfirm = 3
 // time zone by mistake, or whose file was written ahead of this one.
 const futureMargin = 30 * 24 * time.Hour
 
-// WallBound is the Latest of a replay: the wall clock plus 30 days.
+// WallBound is the Latest of a replay: the wall clock plus 30 days, read
+// once (a replay lasts minutes, and the clock costs a packet's worth).
 func WallBound() int64 { return time.Now().Add(futureMargin).UnixNano() }
 
 // NewTimeGuard returns a guard with the defaults and latest as its bound.
-func NewTimeGuard(latest func() int64) *TimeGuard {
+func NewTimeGuard(latest int64) *TimeGuard {
 	return &TimeGuard{MaxStep: DefaultMaxStep, Confirm: DefaultConfirm, Latest: latest}
 }
 
@@ -93,7 +94,7 @@ func NewTimeGuard(latest func() int64) *TimeGuard {
 func (g *TimeGuard) Time(ts int64) (int64, TimeAction) {
 	g.release = g.release[:0]
 	t := ts + g.offset
-	if t < ts || (g.Latest != nil && t > g.Latest()) { // t < ts: past the end of int64
+	if t < ts || t > g.Latest { // t < ts: past the end of int64
 		if g.timed == 0 {
 			g.stats.Untimed++
 			return 0, TimeDrop
@@ -170,7 +171,7 @@ func (g *TimeGuard) confirm() {
 	g.stats.Jumps++
 	for _, t := range g.held {
 		t = max(t+delta, g.clock)
-		if g.Latest != nil && t > g.Latest() {
+		if t > g.Latest {
 			t = g.clock // carried past the bound by the step back
 		}
 		g.release = append(g.release, g.accept(t))

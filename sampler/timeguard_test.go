@@ -11,7 +11,7 @@ func TestTimeGuard(t *testing.T) {
 	base := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 	ms := int64(time.Millisecond)
 	y2100 := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	latest := func() int64 { return base + int64(30*24*time.Hour) }
+	latest := base + int64(30*24*time.Hour)
 	// steady is n packets 1 ms apart from start.
 	steady := func(start int64, n int) []int64 {
 		out := make([]int64, n)
@@ -143,7 +143,7 @@ func TestTimeGuardNeverRunsBackwards(t *testing.T) {
 	bound := base + int64(365*24*time.Hour)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for run := range 200 {
-		g := NewTimeGuard(func() int64 { return bound })
+		g := NewTimeGuard(bound)
 		in := make([]int64, 500)
 		ts := base
 		for i := range in {
