@@ -110,11 +110,26 @@ func spoolAll[T any](s *Sink, vs []T, appendItem func([]byte, *T) []byte) error 
 		s.buf = appendItem(s.buf, &vs[i])
 		s.items = append(s.items, s.buf[n:len(s.buf):len(s.buf)])
 	}
-	if err := s.spool.Append(s.items); err != nil && !errors.Is(err, spool.ErrOversize) {
+	if err := s.spool.Append(s.items); err != nil && !onlyOversize(err) {
 		s.spoolErrs.Add(1)
 		return fmt.Errorf("sink %s: %w", s.name, err)
 	}
 	return nil
+}
+
+// onlyOversize reports whether every error Append joined is a record too
+// large for a segment (dropped and counted as oversize, not a failure of
+// the spool): a write error joined with one still counts.
+func onlyOversize(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !onlyOversize(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.Is(err, spool.ErrOversize)
 }
 
 // Flush does nothing: written records are in the spool already.

@@ -2,8 +2,11 @@ package export
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/vigil-sensor/vigil/export/spool"
 )
 
 func TestNextBackoff(t *testing.T) {
@@ -20,5 +23,25 @@ func TestNextBackoff(t *testing.T) {
 	}
 	if d := s.nextBackoff(0, &RetryAfterError{Delay: 3 * time.Second, Err: errors.New("busy")}); d != 3*time.Second {
 		t.Errorf("Retry-After 3s gave %v", d)
+	}
+}
+
+func TestOnlyOversize(t *testing.T) {
+	over := fmt.Errorf("%w: 9 bytes", spool.ErrOversize)
+	write := errors.New("writing spool segment: no space left on device")
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{over, true},
+		{errors.Join(over, over), true},
+		{errors.Join(nil, over), true},
+		{write, false},
+		{errors.Join(over, write), false},
+		{errors.Join(errors.Join(over), write), false},
+	} {
+		if got := onlyOversize(c.err); got != c.want {
+			t.Errorf("onlyOversize(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
