@@ -2,8 +2,10 @@ package detect
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -284,5 +286,34 @@ func TestBuiltinPack(t *testing.T) {
 	e := NewEngine(set, EngineConfig{}, nil)
 	if n := e.EngineStats().Rules; n != len(info) {
 		t.Errorf("engine runs %d rules of %d", n, len(info))
+	}
+}
+
+// TestRuleFileLoadIsLinear loads one file of 100 rules and one of 1,000:
+// the larger must allocate about ten times as much, not a hundred. A
+// duration field decoded from the node's text once made goccy/go-yaml
+// index every token of the whole file for each duration: 1,000 rules took
+// 3 s and 2.9 GB, 10,000 would have taken minutes and hundreds of GB.
+func TestRuleFileLoadIsLinear(t *testing.T) {
+	alloc := func(n int) uint64 {
+		var w strings.Builder
+		w.WriteString("rules:\n")
+		for i := range n {
+			fmt.Fprintf(&w, "  - name: r%d\n    severity: low\n    filter: dst_port == %d\n    group_by: [dst_addr]\n    window: 1s\n    quiet: 30s\n    measures:\n      pps: {rate: packets}\n    thresholds:\n      pps: %d\n", i, 1+i%60000, 1000+i)
+		}
+		src := []byte(w.String())
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		if _, err := ParseRules("r.yaml", src, nil); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	small, large := alloc(100), alloc(1000)
+	t.Logf("100 rules: %d KiB, 1,000 rules: %d KiB (%.1fx)", small>>10, large>>10, float64(large)/float64(small))
+	if large > 20*small {
+		t.Errorf("1,000 rules allocate %.1fx what 100 do: loading is not linear in the file", float64(large)/float64(small))
 	}
 }
