@@ -59,15 +59,17 @@ type ruleStats struct {
 
 func newRuleState(r *rule, set *RuleSet, rate float64) *ruleState {
 	rs := &ruleState{
-		r:       r,
-		keys:    map[keyBuf]*keyState{},
-		active:  map[*keyState]struct{}{},
-		bucket:  newBucket(rate),
-		vals:    make([]float64, len(r.measures)),
-		dvals:   make([]float64, len(r.measures)),
-		scratch: newScratch(),
-		groups:  set.groups,
-		evict:   evictLevels{halfLife: evictHalfLife(r)},
+		r:      r,
+		keys:   map[keyBuf]*keyState{},
+		active: map[*keyState]struct{}{},
+		bucket: newBucket(rate),
+		vals:   make([]float64, len(r.measures)),
+		dvals:  make([]float64, len(r.measures)),
+		groups: set.groups,
+		evict:  evictLevels{halfLife: evictHalfLife(r)},
+	}
+	if r.hasDistinct {
+		rs.scratch = newScratch() // 1 KB: only distinct measures merge sketches
 	}
 	if r.burstSlots > 0 {
 		rs.bvals = make([]float64, len(r.measures))
