@@ -31,8 +31,8 @@ import "time"
 // the clock there. What is held at the end of the input is taken as a
 // real jump (End). The zero value is not ready: use NewTimeGuard.
 type TimeGuard struct {
-	MaxStep int64        // the largest jump (ns) believed without confirmation
-	Confirm int          // packets in a row that make a suspect jump true
+	MaxStep int64 // the largest jump (ns) believed without confirmation
+	Confirm int   // packets in a row that make a suspect jump true
 	Latest  int64 // no timestamp past this (ns since the epoch) is true; math.MaxInt64: no bound
 
 	clock   int64   // the latest time given out
