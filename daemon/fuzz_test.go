@@ -6,30 +6,17 @@ package daemon
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/vigil-sensor/vigil/internal/testutil"
 	"github.com/vigil-sensor/vigil/internal/yamlerr"
 )
 
 // configSeeds are the repository's configuration files: the packaged
 // default and the `vigil check-config` cases, good and bad.
 func configSeeds(f *testing.F) {
-	files, err := filepath.Glob("../cmd/vigil/testdata/check-config/*/in.yaml")
-	if err != nil {
-		f.Fatal(err)
-	}
-	files = append(files, "../packaging/vigil.yaml")
-	for _, name := range files {
-		src, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, src := range testutil.FileSeeds(f, 2, "../cmd/vigil/testdata/check-config/*/in.yaml", "../packaging/vigil.yaml") {
 		f.Add(src)
-	}
-	if len(files) < 2 {
-		f.Fatal("no configuration files to seed the fuzzer with")
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +48,7 @@ func TestDropCapabilities(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	before := procCaps(t, fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	before := testutil.ProcCaps(t, fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
 	if before["CapEff"] == runtimeCapMask {
 		t.Fatalf("the child started with only the three capabilities: the test proves nothing")
 	}
@@ -86,7 +85,7 @@ func TestDropCapabilities(t *testing.T) {
 		t.Fatalf("%d threads (%v): the helper should run on several", len(tasks), err)
 	}
 	for _, status := range tasks {
-		caps := procCaps(t, status)
+		caps := testutil.ProcCaps(t, status)
 		for field, want := range map[string]uint64{
 			"CapEff": runtimeCapMask, "CapPrm": runtimeCapMask, "CapBnd": runtimeCapMask,
 			"CapInh": 0, "CapAmb": 0,
@@ -137,29 +136,4 @@ func TestDropCapabilitiesHelper(t *testing.T) {
 	fmt.Println("dropped", result)
 	io.Copy(io.Discard, in) // until the parent has read /proc
 	close(hold)
-}
-
-// procCaps reads the Cap* lines of a /proc status file.
-func procCaps(t *testing.T, path string) map[string]uint64 {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caps := map[string]uint64{}
-	for l := range strings.Lines(string(b)) {
-		k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
-		if !ok || !strings.HasPrefix(k, "Cap") {
-			continue
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err != nil {
-			t.Fatalf("%s: %q: %v", path, l, err)
-		}
-		caps[k] = n
-	}
-	if len(caps) < 5 {
-		t.Fatalf("%s: no capability lines: %v", path, caps)
-	}
-	return caps
 }

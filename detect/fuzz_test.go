@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vigil-sensor/vigil/flow"
+	"github.com/vigil-sensor/vigil/internal/testutil"
 )
 
 // fuzzListSpecs are the lists rule files may name: the built-in ones.
@@ -28,22 +29,7 @@ var fuzzListSpecs = []ListSpec{
 }
 
 func ruleSeeds(f *testing.F) {
-	var files []string
-	for _, pat := range []string{"pack/*.yaml", "testdata/rules/*.yaml"} {
-		m, err := filepath.Glob(pat)
-		if err != nil {
-			f.Fatal(err)
-		}
-		files = append(files, m...)
-	}
-	if len(files) < 3 {
-		f.Fatalf("only %d rule files to seed the fuzzer with", len(files))
-	}
-	for _, name := range files {
-		src, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, src := range testutil.FileSeeds(f, 3, "pack/*.yaml", "testdata/rules/*.yaml") {
 		f.Add(src)
 	}
 	// One small rule of each kind, so that mutations start close to

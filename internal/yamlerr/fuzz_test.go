@@ -6,13 +6,13 @@ package yamlerr
 // memory out of proportion to its size.
 
 import (
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/goccy/go-yaml/ast"
+
+	"github.com/vigil-sensor/vigil/internal/testutil"
 )
 
 // fuzzDoc is shaped like Vigil's files: known keys, nested sections,
@@ -31,27 +31,12 @@ type fuzzDoc struct {
 }
 
 func yamlSeeds(f *testing.F) {
-	var files []string
-	for _, pat := range []string{
+	for _, src := range testutil.FileSeeds(f, 10,
 		"../../packaging/*.yaml",
 		"../../cmd/vigil/testdata/check-config/*/*.yaml",
 		"../../detect/pack/*.yaml",
 		"../../detect/testdata/rules/*.yaml",
-	} {
-		m, err := filepath.Glob(pat)
-		if err != nil {
-			f.Fatal(err)
-		}
-		files = append(files, m...)
-	}
-	if len(files) < 10 {
-		f.Fatalf("only %d YAML files to seed the fuzzer with", len(files))
-	}
-	for _, name := range files {
-		src, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	) {
 		f.Add(src)
 	}
 	for _, s := range []string{

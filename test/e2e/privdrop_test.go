@@ -1,17 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vigil-sensor/vigil/internal/testutil"
 	"github.com/vigil-sensor/vigil/test/netlab"
@@ -53,7 +48,7 @@ func TestRunAsRootDropsCapabilities(t *testing.T) {
 		t.Fatalf("threads of vigil: %v %v", tasks, err)
 	}
 	for _, status := range tasks {
-		caps := readCaps(t, status)
+		caps := testutil.ProcCaps(t, status)
 		for field, want := range map[string]uint64{
 			"CapEff": runtimeCapMask, "CapPrm": runtimeCapMask, "CapBnd": runtimeCapMask,
 			"CapInh": 0, "CapAmb": 0,
@@ -81,7 +76,7 @@ func TestRunAsRootDropsCapabilities(t *testing.T) {
 		{"page of another site", map[string]string{"Authorization": "Bearer e2e-reload-token", "Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
 		{"token", map[string]string{"Authorization": "Bearer e2e-reload-token"}, http.StatusOK},
 	} {
-		code, body, err := postWith(v, "/-/reload", c.headers)
+		code, body, err := v.requestWith("POST", "/-/reload", c.headers)
 		if err != nil || code != c.want {
 			t.Fatalf("POST /-/reload, %s: %d %q %v, want %d\n%s", c.name, code, body, err, c.want, v.stderr.String())
 		}
@@ -99,55 +94,4 @@ func TestRunAsRootDropsCapabilities(t *testing.T) {
 	if !strings.Contains(v.stderr.String(), "msg=detached") {
 		t.Errorf("no detach logged:\n%s", v.stderr.String())
 	}
-}
-
-// postWith is vigilProc.request for a POST with headers.
-func postWith(v *vigilProc, path string, headers map[string]string) (int, string, error) {
-	var conn net.Conn
-	if err := v.lab.Sensor.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", v.addr, time.Second)
-		return err
-	}); err != nil {
-		return 0, "", err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "POST %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n", path, v.addr)
-	for k, val := range headers {
-		fmt.Fprintf(&b, "%s: %s\r\n", k, val)
-	}
-	b.WriteString("\r\n")
-	if _, err := io.WriteString(conn, b.String()); err != nil {
-		return 0, "", err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
-}
-
-// readCaps reads the Cap* lines of a /proc status file.
-func readCaps(t *testing.T, path string) map[string]uint64 {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caps := map[string]uint64{}
-	for l := range strings.Lines(string(b)) {
-		k, val, ok := strings.Cut(strings.TrimSpace(l), ":")
-		if !ok || !strings.HasPrefix(k, "Cap") {
-			continue
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(val), 16, 64)
-		if err != nil {
-			t.Fatalf("%s: %q: %v", path, l, err)
-		}
-		caps[k] = n
-	}
-	return caps
 }

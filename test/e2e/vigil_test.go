@@ -115,6 +115,11 @@ func (v *vigilProc) scrape(path string) (int, string, error) { return v.request(
 // a thread inside the sensor namespace (its loopback is not the host's),
 // and returns the status and body.
 func (v *vigilProc) request(method, path string) (int, string, error) {
+	return v.requestWith(method, path, nil)
+}
+
+// requestWith is request with more headers (Host is the address asked).
+func (v *vigilProc) requestWith(method, path string, headers map[string]string) (int, string, error) {
 	var conn net.Conn
 	if err := v.lab.Sensor.Do(func() (err error) {
 		conn, err = net.DialTimeout("tcp", v.addr, time.Second)
@@ -124,14 +129,22 @@ func (v *vigilProc) request(method, path string) (int, string, error) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "%s %s HTTP/1.0\r\nHost: vigil\r\nContent-Length: 0\r\n\r\n", method, path)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n", method, path, v.addr)
+	for k, val := range headers {
+		fmt.Fprintf(&b, "%s: %s\r\n", k, val)
+	}
+	b.WriteString("\r\n")
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		return 0, "", err
+	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		return 0, "", err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }
 
 // metrics scrapes /metrics; it fails the test if vigil does not answer.
