@@ -46,6 +46,7 @@ type rule struct {
 	techniques  []string
 	sources     uint8 // bit (1 << Source) per source read
 	filter      Filter
+	guard       guard // what an event needs for the rule to read it (dispatch)
 	group       []groupField
 	window      int64 // ns
 	slot        int64 // ns
@@ -400,7 +401,28 @@ func compileRule(rs *RuleSpec, lists ListSet) (*rule, []fieldError) {
 		bad("group_by", "a %v rule needs a key", r.kind)
 	}
 	r.canon = canonical(rs)
+	r.guard = ruleGuard(rs)
 	return r, fes
+}
+
+// ruleGuard is what an event needs for the rule to read it: its filter,
+// or one of its reverse measures' filters, or one of its steps' filters
+// could be true for it.
+func ruleGuard(rs *RuleSpec) guard {
+	if s := rs.Sequence; s != nil {
+		g := admitNone
+		for _, st := range s.Steps {
+			g = g.or(filterGuard(st.Filter))
+		}
+		return g
+	}
+	g := filterGuard(rs.Filter)
+	for _, ms := range rs.Measures {
+		if ms.Reverse {
+			g = g.or(filterGuard(ms.Filter))
+		}
+	}
+	return g
 }
 
 // anyFilter matches what any of fs matches.

@@ -32,13 +32,25 @@ func (e *Engine) Stats() []RuleStats {
 	for i, rs := range e.rules {
 		s := &rs.stats
 		out[i] = RuleStats{
-			Rule: rs.r.name, Events: s.events, Matches: s.matches, Late: s.late,
+			Rule: rs.r.name, Events: e.eventsOf(rs), Matches: s.matches, Late: s.late,
 			Evictions: s.evictions, StateFull: s.full, Suppressed: s.suppressed,
 			Starts: s.alerts[flow.AlertStart], Updates: s.alerts[flow.AlertUpdate], Ends: s.alerts[flow.AlertEnd],
 			EvalSeconds: float64(s.evalNanos) / 1e9, Keys: len(rs.keys), Active: len(rs.active),
 		}
 	}
 	return out
+}
+
+// eventsOf is how many events of its sources a rule has evaluated: all
+// the engine ran since the rule's state was made.
+func (e *Engine) eventsOf(rs *ruleState) uint64 {
+	var n uint64
+	for src := range e.seen {
+		if rs.r.sources&(1<<src) != 0 {
+			n += e.seen[src] - rs.stats.seen[src]
+		}
+	}
+	return n
 }
 
 // EngineStats are the engine's own counters.

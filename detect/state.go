@@ -46,7 +46,11 @@ type ruleState struct {
 
 // ruleStats are a rule's counters, read by metrics under the engine lock.
 type ruleStats struct {
-	events     uint64 // events of the rule's sources seen
+	// seen is the engine's count of events per source when the state
+	// was made: the rule's events are the engine's since (every event
+	// of its sources is one the rule evaluated, read or skipped by
+	// dispatch).
+	seen [len(sourceNames)]uint64
 	matches    uint64 // events the rule's filter kept
 	late       uint64 // too old for the window: dropped
 	evictions  uint64 // keys dropped because the rule's state was full
@@ -169,44 +173,54 @@ func (rs *ruleState) drop(k keyBuf, ks *keyState) {
 	}
 }
 
-// process runs the rule over events of one source.
-func (rs *ruleState) process(e *Engine, source Source, evs []Event) {
+// process runs the rule over events of one source: those at idx, or
+// all of them when idx is nil.
+func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32) {
+	if idx == nil {
+		for i := range evs {
+			rs.event(e, source, &evs[i])
+		}
+		return
+	}
+	for _, i := range idx {
+		rs.event(e, source, &evs[i])
+	}
+}
+
+// event runs the rule over one event.
+func (rs *ruleState) event(e *Engine, source Source, ev *Event) {
 	r := rs.r
-	for i := range evs {
-		ev := &evs[i]
-		rs.stats.events++
-		if ev.allowed || source == SourceAlerts && ev.Rule == r.name {
-			continue // a rule does not read its own alerts
+	if ev.allowed || source == SourceAlerts && ev.Rule == r.name {
+		return // a rule does not read its own alerts
+	}
+	if r.kind == kindSequence {
+		rs.sequenceEvent(e, source, ev)
+		return
+	}
+	if r.hasReverse && r.revFilter(ev) {
+		rs.reverseEvent(ev)
+	}
+	if !r.filter(ev) {
+		return
+	}
+	rs.stats.matches++
+	k, ok := makeKey(ev, r.group)
+	if !ok {
+		return
+	}
+	ks := rs.key(k, ev.Time)
+	if ks == nil {
+		return
+	}
+	switch r.kind {
+	case kindThreshold:
+		if rs.windowEvent(ks, ev) {
+			rs.evaluate(e, ks, ev.Time)
 		}
-		if r.kind == kindSequence {
-			rs.sequenceEvent(e, source, ev)
-			continue
-		}
-		if r.hasReverse && r.revFilter(ev) {
-			rs.reverseEvent(ev)
-		}
-		if !r.filter(ev) {
-			continue
-		}
-		rs.stats.matches++
-		k, ok := makeKey(ev, r.group)
-		if !ok {
-			continue
-		}
-		ks := rs.key(k, ev.Time)
-		if ks == nil {
-			continue
-		}
-		switch r.kind {
-		case kindThreshold:
-			if rs.windowEvent(ks, ev) {
-				rs.evaluate(e, ks, ev.Time)
-			}
-		case kindBaseline:
-			rs.baselineEvent(e, ks, ev)
-		case kindAbsence:
-			rs.absenceEvent(e, ks, ev)
-		}
+	case kindBaseline:
+		rs.baselineEvent(e, ks, ev)
+	case kindAbsence:
+		rs.absenceEvent(e, ks, ev)
 	}
 }
 

@@ -1,0 +1,455 @@
+package detect
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/parser"
+)
+
+// A guard is what an event must have for a filter to be able to match
+// it: per dispatch field, a set of values holding every value for which
+// the filter can be true. It is a necessary condition, never a
+// sufficient one: the filter still decides. The dispatch index
+// (dispatch.go) sends an event only to the rules whose guards admit it.
+//
+// Guards are derived from the parsed filter by rules that only ever
+// widen: and intersects, or unions, not pushes down to the leaves, and
+// anything not understood admits everything. So a guard can be wider
+// than its filter (a rule then sees events its filter rejects, as
+// before) but never narrower.
+type guard struct {
+	proto, flags bits256
+	dport, sport portGuard
+	dst, src     prefixGuard
+}
+
+// bits256 is a set of byte values (protocols, TCP flag bytes).
+type bits256 [4]uint64
+
+var allBits = bits256{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+
+func (b *bits256) has(v uint8) bool { return b[v>>6]&(1<<(v&63)) != 0 }
+func (b *bits256) set(v uint8)      { b[v>>6] |= 1 << (v & 63) }
+func (b bits256) and(o bits256) bits256 {
+	return bits256{b[0] & o[0], b[1] & o[1], b[2] & o[2], b[3] & o[3]}
+}
+func (b bits256) or(o bits256) bits256 {
+	return bits256{b[0] | o[0], b[1] | o[1], b[2] | o[2], b[3] | o[3]}
+}
+func (b bits256) not() bits256 { return bits256{^b[0], ^b[1], ^b[2], ^b[3]} }
+
+// bitsWhere is the set of byte values v for which keep(v) holds.
+func bitsWhere(keep func(v uint8) bool) bits256 {
+	var b bits256
+	for v := range 256 {
+		if keep(uint8(v)) {
+			b.set(uint8(v))
+		}
+	}
+	return b
+}
+
+// maxGuardPorts and maxGuardPrefixes bound the explicit sets a guard
+// keeps; a larger set admits every value.
+const (
+	maxGuardPorts    = 256
+	maxGuardPrefixes = 4096
+)
+
+// portGuard is a set of ports: any, or the sorted values in vals.
+type portGuard struct {
+	any  bool
+	vals []uint16
+}
+
+var anyPort = portGuard{any: true}
+
+func (p portGuard) has(v uint16) bool {
+	if p.any {
+		return true
+	}
+	if len(p.vals) <= 8 {
+		return slices.Contains(p.vals, v)
+	}
+	_, ok := slices.BinarySearch(p.vals, v)
+	return ok
+}
+
+func portsOf(vals []uint16) portGuard {
+	if len(vals) > maxGuardPorts {
+		return anyPort
+	}
+	vals = slices.Clone(vals)
+	slices.Sort(vals)
+	return portGuard{vals: slices.Compact(vals)}
+}
+
+func (p portGuard) and(o portGuard) portGuard {
+	switch {
+	case p.any:
+		return o
+	case o.any:
+		return p
+	}
+	var out []uint16
+	for _, v := range p.vals {
+		if o.has(v) {
+			out = append(out, v)
+		}
+	}
+	return portGuard{vals: out}
+}
+
+func (p portGuard) or(o portGuard) portGuard {
+	if p.any || o.any {
+		return anyPort
+	}
+	return portsOf(append(slices.Clone(p.vals), o.vals...))
+}
+
+// prefixGuard is a set of addresses: any, or the union of pfx (masked,
+// IPv4 unmapped, none inside another).
+type prefixGuard struct {
+	any bool
+	pfx []netip.Prefix
+}
+
+var anyPrefix = prefixGuard{any: true}
+
+func prefixesOf(ps []netip.Prefix) prefixGuard {
+	if len(ps) > maxGuardPrefixes {
+		return anyPrefix
+	}
+	ps = slices.Clone(ps)
+	// Shortest first: a prefix inside one kept before it is dropped.
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if a.Bits() != b.Bits() {
+			return a.Bits() - b.Bits()
+		}
+		return a.Addr().Compare(b.Addr())
+	})
+	var out []netip.Prefix
+	for _, p := range ps {
+		if !slices.ContainsFunc(out, func(q netip.Prefix) bool { return q.Overlaps(p) }) {
+			out = append(out, p)
+		}
+	}
+	return prefixGuard{pfx: out}
+}
+
+func (p prefixGuard) and(o prefixGuard) prefixGuard {
+	switch {
+	case p.any:
+		return o
+	case o.any:
+		return p
+	}
+	// Each address in both is in a prefix of p inside or around one of
+	// o: keep, of each overlapping pair, the longer prefix.
+	var out []netip.Prefix
+	for _, a := range p.pfx {
+		for _, b := range o.pfx {
+			switch {
+			case !a.Overlaps(b):
+			case a.Bits() >= b.Bits():
+				out = append(out, a)
+			default:
+				out = append(out, b)
+			}
+		}
+	}
+	return prefixesOf(out)
+}
+
+func (p prefixGuard) or(o prefixGuard) prefixGuard {
+	if p.any || o.any {
+		return anyPrefix
+	}
+	return prefixesOf(append(slices.Clone(p.pfx), o.pfx...))
+}
+
+// contains reports whether a, or the IPv4 address it maps, is in the set.
+func (p prefixGuard) contains(a netip.Addr) bool {
+	if p.any {
+		return true
+	}
+	if a.Is4In6() && p.contains(a.Unmap()) {
+		return true
+	}
+	for _, q := range p.pfx {
+		if q.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// admitAll is the guard of a filter that can match anything.
+var admitAll = guard{proto: allBits, flags: allBits, dport: anyPort, sport: anyPort, dst: anyPrefix, src: anyPrefix}
+
+// admitNone is the guard of a filter that never matches.
+var admitNone = guard{}
+
+func (g guard) and(o guard) guard {
+	return guard{
+		proto: g.proto.and(o.proto), flags: g.flags.and(o.flags),
+		dport: g.dport.and(o.dport), sport: g.sport.and(o.sport),
+		dst: g.dst.and(o.dst), src: g.src.and(o.src),
+	}
+}
+
+func (g guard) or(o guard) guard {
+	if g.empty() {
+		return o
+	}
+	if o.empty() {
+		return g
+	}
+	return guard{
+		proto: g.proto.or(o.proto), flags: g.flags.or(o.flags),
+		dport: g.dport.or(o.dport), sport: g.sport.or(o.sport),
+		dst: g.dst.or(o.dst), src: g.src.or(o.src),
+	}
+}
+
+// empty reports whether no event can pass the guard.
+func (g guard) empty() bool {
+	return g.proto == bits256{} || g.flags == bits256{} ||
+		!g.dport.any && len(g.dport.vals) == 0 || !g.sport.any && len(g.sport.vals) == 0 ||
+		!g.dst.any && len(g.dst.pfx) == 0 || !g.src.any && len(g.src.pfx) == 0
+}
+
+// admits reports whether ev passes every field of the guard.
+func (g *guard) admits(ev *Event) bool {
+	return g.proto.has(ev.Proto) && g.flags.has(ev.TCPFlags) &&
+		g.dport.has(ev.DstPort) && g.sport.has(ev.SrcPort) &&
+		g.dst.contains(ev.DstAddr) && g.src.contains(ev.SrcAddr)
+}
+
+// filterGuard is the guard of a filter expression that CompileFilter
+// accepted. An empty filter admits everything.
+func filterGuard(src string) guard {
+	if src == "" {
+		return admitAll
+	}
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return admitAll
+	}
+	return guardOf(tree.Node, false)
+}
+
+// guardOf derives the guard of a boolean node, or of its negation when
+// neg is set.
+func guardOf(n ast.Node, neg bool) guard {
+	switch n := n.(type) {
+	case *ast.UnaryNode:
+		if n.Operator == "not" || n.Operator == "!" {
+			return guardOf(n.Node, !neg)
+		}
+	case *ast.BinaryNode:
+		switch n.Operator {
+		case "and", "&&":
+			l, r := guardOf(n.Left, neg), guardOf(n.Right, neg)
+			if neg { // not (a and b) = not a or not b
+				return l.or(r)
+			}
+			return l.and(r)
+		case "or", "||":
+			l, r := guardOf(n.Left, neg), guardOf(n.Right, neg)
+			if neg {
+				return l.and(r)
+			}
+			return l.or(r)
+		}
+		return guardCompare(n, neg)
+	case *ast.IdentifierNode:
+		return guardFlag(n.Value, neg)
+	case *ast.BoolNode:
+		if n.Value != neg {
+			return admitAll
+		}
+		return admitNone
+	case *ast.CallNode:
+		if id, ok := n.Callee.(*ast.IdentifierNode); ok && id.Value == "in_cidr" && !neg {
+			return guardCIDR(n)
+		}
+	}
+	return admitAll
+}
+
+// guardFlag is the guard of a boolean field.
+func guardFlag(name string, neg bool) guard {
+	g := admitAll
+	onProto := func(keep func(p uint8) bool) guard {
+		g.proto = bitsWhere(func(p uint8) bool { return keep(p) != neg })
+		return g
+	}
+	switch name {
+	case "tcp":
+		return onProto(func(p uint8) bool { return p == 6 })
+	case "udp":
+		return onProto(func(p uint8) bool { return p == 17 })
+	case "icmp":
+		return onProto(func(p uint8) bool { return p == 1 || p == 58 })
+	case "syn", "ack", "fin", "rst", "psh":
+		bit := fltFlagBits[name]
+		g.flags = bitsWhere(func(f uint8) bool { return (f&bit != 0) != neg })
+		return g
+	case "amplifier_port":
+		if !neg {
+			g.proto = bitsWhere(func(p uint8) bool { return p == 17 })
+			g.sport = portsOf(catalogPorts(amplifierPorts))
+		}
+	case "login_port":
+		if !neg {
+			g.proto = bitsWhere(func(p uint8) bool { return p == 6 })
+			g.dport = portsOf(catalogPorts(loginPorts))
+		}
+	}
+	return g
+}
+
+// fltFlagBits are the TCP flag fields.
+var fltFlagBits = func() map[string]uint8 {
+	m := map[string]uint8{}
+	for _, f := range fltFields {
+		if f.v.mask != 0 {
+			m[f.name] = f.v.mask
+		}
+	}
+	return m
+}()
+
+func catalogPorts(set *[65536]bool) []uint16 {
+	var out []uint16
+	for p, ok := range set {
+		if ok {
+			out = append(out, uint16(p))
+		}
+	}
+	return out
+}
+
+// guardCompare is the guard of a comparison of a dispatch field with
+// integer constants: ==, != and in, either way round.
+func guardCompare(n *ast.BinaryNode, neg bool) guard {
+	field, vals, op, ok := guardOperands(n)
+	if !ok {
+		return admitAll
+	}
+	switch op {
+	case "==", "in":
+	case "!=":
+		neg = !neg
+	default:
+		return admitAll
+	}
+	g := admitAll
+	switch field {
+	case "proto", "tcp_flags":
+		b := bitsWhere(func(v uint8) bool { return slices.Contains(vals, int64(v)) != neg })
+		if field == "proto" {
+			g.proto = b
+		} else {
+			g.flags = b
+		}
+	case "dst_port", "src_port":
+		if neg {
+			return admitAll // a port set less a few ports is too wide to keep
+		}
+		var ps []uint16
+		for _, v := range vals {
+			if v >= 0 && v <= 65535 {
+				ps = append(ps, uint16(v))
+			}
+		}
+		if field == "dst_port" {
+			g.dport = portsOf(ps)
+		} else {
+			g.sport = portsOf(ps)
+		}
+	}
+	return g
+}
+
+// guardOperands reads field == constant, constant == field, field in
+// [constants] and field in a..b (a range of at most maxGuardPorts).
+func guardOperands(n *ast.BinaryNode) (field string, vals []int64, op string, ok bool) {
+	op = n.Operator
+	l, r := n.Left, n.Right
+	if _, isID := r.(*ast.IdentifierNode); isID && op != "in" {
+		l, r = r, l
+	}
+	id, isID := l.(*ast.IdentifierNode)
+	if !isID {
+		return "", nil, "", false
+	}
+	switch id.Value {
+	case "proto", "tcp_flags", "dst_port", "src_port":
+	default:
+		return "", nil, "", false
+	}
+	switch r := r.(type) {
+	case *ast.IntegerNode:
+		if op == "in" {
+			return "", nil, "", false
+		}
+		return id.Value, []int64{int64(r.Value)}, op, true
+	case *ast.ArrayNode:
+		if op != "in" {
+			return "", nil, "", false
+		}
+		for _, e := range r.Nodes {
+			in, isInt := e.(*ast.IntegerNode)
+			if !isInt {
+				return "", nil, "", false
+			}
+			vals = append(vals, int64(in.Value))
+		}
+		return id.Value, vals, op, true
+	case *ast.BinaryNode:
+		lo, isLo := r.Left.(*ast.IntegerNode)
+		hi, isHi := r.Right.(*ast.IntegerNode)
+		if op != "in" || r.Operator != ".." || !isLo || !isHi || hi.Value-lo.Value >= maxGuardPorts {
+			return "", nil, "", false
+		}
+		for v := lo.Value; v <= hi.Value; v++ {
+			vals = append(vals, int64(v))
+		}
+		return id.Value, vals, op, true
+	}
+	return "", nil, "", false
+}
+
+// guardCIDR is the guard of in_cidr(src_addr or dst_addr, constants...).
+func guardCIDR(n *ast.CallNode) guard {
+	if len(n.Arguments) < 2 {
+		return admitAll
+	}
+	id, ok := n.Arguments[0].(*ast.IdentifierNode)
+	if !ok || id.Value != "dst_addr" && id.Value != "src_addr" {
+		return admitAll
+	}
+	var ps []netip.Prefix
+	for _, a := range n.Arguments[1:] {
+		s, ok := a.(*ast.StringNode)
+		if !ok {
+			return admitAll
+		}
+		p, err := fltParsePrefix(s.Value)
+		if err != nil {
+			return admitAll
+		}
+		ps = append(ps, p)
+	}
+	g := admitAll
+	if id.Value == "dst_addr" {
+		g.dst = prefixesOf(ps)
+	} else {
+		g.src = prefixesOf(ps)
+	}
+	return g
+}
