@@ -55,8 +55,8 @@ type Engine struct {
 	naive   bool
 	seen    [len(sourceNames)]uint64 // events run, per source
 	pending []flow.Alert             // to emit at the end of the call
-	chain     []chained    // alerts to feed back to rules reading alerts
-	stats     engineStats
+	chain   []chained                // alerts to feed back to rules reading alerts
+	stats   engineStats
 }
 
 type chained struct {

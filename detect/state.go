@@ -50,7 +50,7 @@ type ruleStats struct {
 	// was made: the rule's events are the engine's since (every event
 	// of its sources is one the rule evaluated, read or skipped by
 	// dispatch).
-	seen [len(sourceNames)]uint64
+	seen       [len(sourceNames)]uint64
 	matches    uint64 // events the rule's filter kept
 	late       uint64 // too old for the window: dropped
 	evictions  uint64 // keys dropped because the rule's state was full
