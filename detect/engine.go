@@ -2,6 +2,7 @@ package detect
 
 import (
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +55,7 @@ type Engine struct {
 	rt      routing
 	naive   bool
 	seen    [len(sourceNames)]uint64 // events run, per source
+	live    []int32                  // rules with running alerts (noteLive)
 	pending []flow.Alert             // to emit at the end of the call
 	chain   []chained                // alerts to feed back to rules reading alerts
 	stats   engineStats
@@ -108,6 +110,13 @@ func (e *Engine) install(set *RuleSet, old []*ruleState) {
 	}
 	for _, src := range []Source{SourceSamples, SourceFlows} {
 		e.disp[src] = newDispatch(e.rules, src)
+	}
+	e.live = e.live[:0]
+	for i, rs := range e.rules {
+		rs.pos, rs.live = int32(i), false
+		if len(rs.active) > 0 {
+			e.noteLive(rs)
+		}
 	}
 }
 
@@ -290,9 +299,37 @@ func (e *Engine) tick(now int64) {
 	if sweep {
 		e.lastSweep = now
 	}
-	for _, rs := range e.rules {
-		rs.tick(e, now, sweep)
+	if sweep {
+		for _, rs := range e.rules {
+			rs.tick(e, now, true)
+		}
+	} else {
+		for i := 0; i < len(e.live); i++ {
+			e.rules[e.live[i]].tick(e, now, false)
+		}
 	}
+	e.relist()
+}
+
+// live keeps, in rule order, the rules with running alerts: between
+// sweeps only they have anything to do when the clock moves, so a tick
+// costs the rules alerting, not the rules loaded.
+func (e *Engine) noteLive(rs *ruleState) {
+	if rs.live {
+		return
+	}
+	rs.live = true
+	i, _ := slices.BinarySearch(e.live, rs.pos)
+	e.live = slices.Insert(e.live, i, rs.pos)
+}
+
+// relist drops the rules whose alerts have all ended from live.
+func (e *Engine) relist() {
+	e.live = slices.DeleteFunc(e.live, func(pos int32) bool {
+		rs := e.rules[pos]
+		rs.live = len(rs.active) > 0
+		return !rs.live
+	})
 }
 
 // feedChain gives rules reading alerts the alerts raised so far, and

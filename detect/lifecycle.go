@@ -125,6 +125,7 @@ func (rs *ruleState) trigger(e *Engine, ks *keyState, t int64, vals []float64, e
 		}
 		ks.alert = a
 		rs.active[ks] = struct{}{}
+		e.noteLive(rs)
 		a.last, a.lastReport = t, t
 		if ks.rows != nil {
 			a.current(ks, r)

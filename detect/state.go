@@ -39,7 +39,9 @@ type ruleState struct {
 	bpps, bbps float64 // the burst's packet and bit rates
 	scratch    *hyperloglog.Sketch
 	lateness   int64
-	depth      int // chain depth of the alerts being processed
+	depth      int   // chain depth of the alerts being processed
+	pos        int32 // index in the engine's rules
+	live       bool  // in the engine's live list: has running alerts
 	evict      evictLevels
 	stats      ruleStats
 }
