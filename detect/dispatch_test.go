@@ -3,10 +3,10 @@ package detect
 import (
 	"cmp"
 	"fmt"
-	"reflect"
-	"slices"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
