@@ -22,6 +22,10 @@ type dispatch struct {
 	n     int     // rules, in engine order
 	every []int32 // rules reading every event: no useful guard
 	all   []bool  // per rule: in every
+	// exact, per rule: its filter is exactly its index key and check, so
+	// an event routed to it matches (unless its addresses are IPv4-mapped,
+	// which filters and guards read differently).
+	exact []bool
 	dst   prefixIndex
 	src   prefixIndex
 	dport map[uint16][]int32
@@ -77,7 +81,7 @@ const maxCheckPrefixes = 8
 
 // newDispatch indexes the rules of rules reading source.
 func newDispatch(rules []*ruleState, source Source) *dispatch {
-	d := &dispatch{n: len(rules), check: make([]*guard, len(rules)), all: make([]bool, len(rules)),
+	d := &dispatch{n: len(rules), check: make([]*guard, len(rules)), all: make([]bool, len(rules)), exact: make([]bool, len(rules)),
 		dport: map[uint16][]int32{}, sport: map[uint16][]int32{}}
 	for i, rs := range rules {
 		if rs.r.sources&(1<<source) == 0 {
@@ -127,11 +131,12 @@ func newDispatch(rules []*ruleState, source Source) *dispatch {
 				d.proto[p] = append(d.proto[p], rid)
 			}
 		}
+		d.exact[i] = g.exact && rs.r.kind != kindSequence && !rs.r.hasReverse
 		if len(rest.dst.pfx) > maxCheckPrefixes {
-			rest.dst = anyPrefix
+			rest.dst, d.exact[i] = anyPrefix, false
 		}
 		if len(rest.src.pfx) > maxCheckPrefixes {
-			rest.src = anyPrefix
+			rest.src, d.exact[i] = anyPrefix, false
 		}
 		if rest.proto != allBits || rest.flags != allBits || !rest.dport.any || !rest.sport.any ||
 			!rest.dst.any || !rest.src.any {
@@ -211,9 +216,10 @@ func (d *dispatch) hit(rids []int32, ev *Event, ei int32, rt *routing) {
 }
 
 // each calls f, in engine order, for every rule with events (their
-// indices) and every rule reading all events (nil), and clears the
-// routing for the next batch.
-func (d *dispatch) each(rt *routing, f func(rid int, idx []int32)) {
+// indices) and every rule reading all events (nil), with whether the
+// rule's filter is known to match them, and clears the routing for the
+// next batch.
+func (d *dispatch) each(rt *routing, f func(rid int, idx []int32, exact bool)) {
 	for _, rid := range d.every {
 		rt.mark[rid>>6] |= 1 << (rid & 63)
 	}
@@ -223,11 +229,11 @@ func (d *dispatch) each(rt *routing, f func(rid int, idx []int32)) {
 			word &^= 1 << b
 			rid := w*64 + b
 			if d.all[rid] {
-				f(rid, nil)
+				f(rid, nil, false)
 				continue
 			}
 			idx := rt.lists[rid]
-			f(rid, idx)
+			f(rid, idx, d.exact[rid])
 			rt.lists[rid] = idx[:0]
 		}
 		rt.mark[w] = 0

@@ -23,6 +23,9 @@ type guard struct {
 	proto, flags bits256
 	dport, sport portGuard
 	dst, src     prefixGuard
+	// exact: the filter matches exactly the events the guard admits, so
+	// an event routed by it needs no filter call.
+	exact bool
 }
 
 // bits256 is a set of byte values (protocols, TCP flag bytes).
@@ -62,6 +65,8 @@ const (
 type portGuard struct {
 	any  bool
 	vals []uint16
+	// lossy: a set too large to keep, widened to any.
+	lossy bool
 }
 
 var anyPort = portGuard{any: true}
@@ -79,7 +84,7 @@ func (p portGuard) has(v uint16) bool {
 
 func portsOf(vals []uint16) portGuard {
 	if len(vals) > maxGuardPorts {
-		return anyPort
+		return portGuard{any: true, lossy: true}
 	}
 	vals = slices.Clone(vals)
 	slices.Sort(vals)
@@ -89,8 +94,10 @@ func portsOf(vals []uint16) portGuard {
 func (p portGuard) and(o portGuard) portGuard {
 	switch {
 	case p.any:
+		o.lossy = o.lossy || p.lossy
 		return o
 	case o.any:
+		p.lossy = p.lossy || o.lossy
 		return p
 	}
 	var out []uint16
@@ -104,7 +111,7 @@ func (p portGuard) and(o portGuard) portGuard {
 
 func (p portGuard) or(o portGuard) portGuard {
 	if p.any || o.any {
-		return anyPort
+		return portGuard{any: true, lossy: p.lossy || o.lossy}
 	}
 	return portsOf(append(slices.Clone(p.vals), o.vals...))
 }
@@ -112,15 +119,16 @@ func (p portGuard) or(o portGuard) portGuard {
 // prefixGuard is a set of addresses: any, or the union of pfx (masked,
 // IPv4 unmapped, none inside another).
 type prefixGuard struct {
-	any bool
-	pfx []netip.Prefix
+	any   bool
+	pfx   []netip.Prefix
+	lossy bool // a set too large to keep, widened to any
 }
 
 var anyPrefix = prefixGuard{any: true}
 
 func prefixesOf(ps []netip.Prefix) prefixGuard {
 	if len(ps) > maxGuardPrefixes {
-		return anyPrefix
+		return prefixGuard{any: true, lossy: true}
 	}
 	ps = slices.Clone(ps)
 	// Shortest first: a prefix inside one kept before it is dropped.
@@ -142,8 +150,10 @@ func prefixesOf(ps []netip.Prefix) prefixGuard {
 func (p prefixGuard) and(o prefixGuard) prefixGuard {
 	switch {
 	case p.any:
+		o.lossy = o.lossy || p.lossy
 		return o
 	case o.any:
+		p.lossy = p.lossy || o.lossy
 		return p
 	}
 	// Each address in both is in a prefix of p inside or around one of
@@ -165,7 +175,7 @@ func (p prefixGuard) and(o prefixGuard) prefixGuard {
 
 func (p prefixGuard) or(o prefixGuard) prefixGuard {
 	if p.any || o.any {
-		return anyPrefix
+		return prefixGuard{any: true, lossy: p.lossy || o.lossy}
 	}
 	return prefixesOf(append(slices.Clone(p.pfx), o.pfx...))
 }
@@ -186,32 +196,70 @@ func (p prefixGuard) contains(a netip.Addr) bool {
 	return false
 }
 
-// admitAll is the guard of a filter that can match anything.
+// admitAll is the guard of a filter that can match anything: a guess,
+// unless it is made exact (the filter true).
 var admitAll = guard{proto: allBits, flags: allBits, dport: anyPort, sport: anyPort, dst: anyPrefix, src: anyPrefix}
 
 // admitNone is the guard of a filter that never matches.
-var admitNone = guard{}
+var admitNone = guard{exact: true}
 
+// exactly is g, known to be exactly its filter.
+func exactly(g guard) guard {
+	g.exact = true
+	return g
+}
+
+func (g guard) lossy() bool {
+	return g.dport.lossy || g.sport.lossy || g.dst.lossy || g.src.lossy
+}
+
+// and is the guard of a conjunction: exact when both are, as the
+// intersection of two products of sets is the product of their
+// intersections.
 func (g guard) and(o guard) guard {
-	return guard{
+	out := guard{
 		proto: g.proto.and(o.proto), flags: g.flags.and(o.flags),
 		dport: g.dport.and(o.dport), sport: g.sport.and(o.sport),
 		dst: g.dst.and(o.dst), src: g.src.and(o.src),
 	}
+	out.exact = g.exact && o.exact && !out.lossy()
+	return out
 }
 
+// or is the guard of a disjunction: exact when both are and they
+// differ in one field at most (otherwise the union of two products is
+// not a product).
 func (g guard) or(o guard) guard {
-	if g.empty() {
+	if g.empty() { // a guard admitting nothing is exact: so is its filter
 		return o
 	}
 	if o.empty() {
 		return g
 	}
-	return guard{
+	out := guard{
 		proto: g.proto.or(o.proto), flags: g.flags.or(o.flags),
 		dport: g.dport.or(o.dport), sport: g.sport.or(o.sport),
 		dst: g.dst.or(o.dst), src: g.src.or(o.src),
 	}
+	out.exact = g.exact && o.exact && g.differs(o) <= 1 && !out.lossy()
+	return out
+}
+
+// differs counts the fields in which g and o admit different values.
+func (g guard) differs(o guard) int {
+	n := 0
+	for _, same := range []bool{
+		g.proto == o.proto, g.flags == o.flags,
+		g.dport.any == o.dport.any && slices.Equal(g.dport.vals, o.dport.vals),
+		g.sport.any == o.sport.any && slices.Equal(g.sport.vals, o.sport.vals),
+		g.dst.any == o.dst.any && slices.Equal(g.dst.pfx, o.dst.pfx),
+		g.src.any == o.src.any && slices.Equal(g.src.pfx, o.src.pfx),
+	} {
+		if !same {
+			n++
+		}
+	}
+	return n
 }
 
 // empty reports whether no event can pass the guard.
@@ -269,7 +317,7 @@ func guardOf(n ast.Node, neg bool) guard {
 		return guardFlag(n.Value, neg)
 	case *ast.BoolNode:
 		if n.Value != neg {
-			return admitAll
+			return exactly(admitAll)
 		}
 		return admitNone
 	case *ast.CallNode:
@@ -285,7 +333,7 @@ func guardFlag(name string, neg bool) guard {
 	g := admitAll
 	onProto := func(keep func(p uint8) bool) guard {
 		g.proto = bitsWhere(func(p uint8) bool { return keep(p) != neg })
-		return g
+		return exactly(g)
 	}
 	switch name {
 	case "tcp":
@@ -297,16 +345,18 @@ func guardFlag(name string, neg bool) guard {
 	case "syn", "ack", "fin", "rst", "psh":
 		bit := fltFlagBits[name]
 		g.flags = bitsWhere(func(f uint8) bool { return (f&bit != 0) != neg })
-		return g
+		return exactly(g)
 	case "amplifier_port":
 		if !neg {
 			g.proto = bitsWhere(func(p uint8) bool { return p == 17 })
 			g.sport = portsOf(catalogPorts(amplifierPorts))
+			g.exact = !g.sport.lossy
 		}
 	case "login_port":
 		if !neg {
 			g.proto = bitsWhere(func(p uint8) bool { return p == 6 })
 			g.dport = portsOf(catalogPorts(loginPorts))
+			g.exact = !g.dport.lossy
 		}
 	}
 	return g
@@ -356,6 +406,7 @@ func guardCompare(n *ast.BinaryNode, neg bool) guard {
 		} else {
 			g.flags = b
 		}
+		g.exact = true
 	case "dst_port", "src_port":
 		if neg {
 			return admitAll // a port set less a few ports is too wide to keep
@@ -371,6 +422,7 @@ func guardCompare(n *ast.BinaryNode, neg bool) guard {
 		} else {
 			g.sport = portsOf(ps)
 		}
+		g.exact = !g.lossy()
 	}
 	return g
 }
@@ -451,5 +503,6 @@ func guardCIDR(n *ast.CallNode) guard {
 	} else {
 		g.src = prefixesOf(ps)
 	}
+	g.exact = !g.lossy()
 	return g
 }

@@ -107,10 +107,12 @@ func dispEvent(r *rand.Rand, t int64) Event {
 	return ev
 }
 
-// TestGuardIsNecessary: whatever a filter matches, its guard admits.
+// TestGuardIsNecessary: whatever a filter matches, its guard admits;
+// a guard marked exact admits only what its filter matches (addresses
+// not IPv4-mapped).
 func TestGuardIsNecessary(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	narrowed := 0
+	narrowed, exact := 0, 0
 	for i := range 3000 {
 		src := dispFilter(r, 3)
 		f, err := CompileFilter(src, nil)
@@ -121,12 +123,22 @@ func TestGuardIsNecessary(t *testing.T) {
 		if g.proto != allBits || g.flags != allBits || !g.dport.any || !g.sport.any || !g.dst.any || !g.src.any {
 			narrowed++
 		}
+		if g.exact {
+			exact++
+		}
 		for range 200 {
 			ev := dispEvent(r, int64(i))
-			if f(&ev) && !g.admits(&ev) {
+			m, a := f(&ev), g.admits(&ev)
+			if m && !a {
 				t.Fatalf("filter %q matches %+v, its guard %+v does not admit it", src, ev, g)
 			}
+			if g.exact && a && !m && !ev.SrcAddr.Is4In6() && !ev.DstAddr.Is4In6() {
+				t.Fatalf("filter %q does not match %+v, its exact guard %+v admits it", src, ev, g)
+			}
 		}
+	}
+	if exact < 500 {
+		t.Fatalf("only %d of 3000 guards are exact", exact)
 	}
 	// The property holds trivially for guards that admit everything:
 	// most random filters must narrow something for it to mean much.

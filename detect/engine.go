@@ -245,13 +245,14 @@ func (e *Engine) run(source Source, evs []Event) {
 		if allow != nil && (allow.Contains(ev.SrcAddr) || allow.Contains(ev.DstAddr)) {
 			ev.allowed = true
 		}
+		ev.mapped = ev.SrcAddr.Is4In6() || ev.DstAddr.Is4In6()
 	}
 	e.seen[source] += uint64(len(evs))
 	if e.naive || e.disp[source] == nil {
 		for _, rs := range e.rules {
 			if rs.r.sources&(1<<source) != 0 {
 				start := time.Now()
-				rs.process(e, source, evs, nil)
+				rs.process(e, source, evs, nil, false)
 				rs.stats.evalNanos += uint64(time.Since(start))
 			}
 		}
@@ -276,9 +277,9 @@ func (e *Engine) dispatch(source Source, evs []Event) {
 		routed += len(l)
 	}
 	routed += len(d.every) * len(evs)
-	d.each(&e.rt, func(rid int, idx []int32) {
+	d.each(&e.rt, func(rid int, idx []int32, exact bool) {
 		rs := e.rules[rid]
-		rs.process(e, source, evs, idx)
+		rs.process(e, source, evs, idx, exact)
 		n := len(idx)
 		if idx == nil {
 			n = len(evs)
@@ -365,7 +366,7 @@ func (e *Engine) runChained(evs []Event, depth int) {
 		}
 		start := time.Now()
 		rs.depth = depth
-		rs.process(e, SourceAlerts, evs, nil)
+		rs.process(e, SourceAlerts, evs, nil, false)
 		rs.depth = 0
 		rs.stats.evalNanos += uint64(time.Since(start))
 	}

@@ -73,6 +73,7 @@ type Event struct {
 	State                  flow.AlertState
 
 	allowed bool // on the allow list: no rule sees it
+	mapped  bool // an IPv4-mapped address: filters and guards may differ on it
 }
 
 // FromSample fills e from a sample.

@@ -176,21 +176,23 @@ func (rs *ruleState) drop(k keyBuf, ks *keyState) {
 }
 
 // process runs the rule over events of one source: those at idx, or
-// all of them when idx is nil.
-func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32) {
+// all of them when idx is nil. exact: dispatch found that the rule's
+// filter matches the events at idx.
+func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32, exact bool) {
 	if idx == nil {
 		for i := range evs {
-			rs.event(e, source, &evs[i])
+			rs.event(e, source, &evs[i], false)
 		}
 		return
 	}
 	for _, i := range idx {
-		rs.event(e, source, &evs[i])
+		rs.event(e, source, &evs[i], exact)
 	}
 }
 
-// event runs the rule over one event.
-func (rs *ruleState) event(e *Engine, source Source, ev *Event) {
+// event runs the rule over one event; matched: its filter is known to
+// match it.
+func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool) {
 	r := rs.r
 	if ev.allowed || source == SourceAlerts && ev.Rule == r.name {
 		return // a rule does not read its own alerts
@@ -202,7 +204,7 @@ func (rs *ruleState) event(e *Engine, source Source, ev *Event) {
 	if r.hasReverse && r.revFilter(ev) {
 		rs.reverseEvent(ev)
 	}
-	if !r.filter(ev) {
+	if !(matched && !ev.mapped) && !r.filter(ev) {
 		return
 	}
 	rs.stats.matches++
