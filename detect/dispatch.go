@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -37,25 +38,65 @@ type dispatch struct {
 }
 
 // prefixIndex finds the rules indexed under prefixes holding an address:
-// a map per prefix length in use.
+// per prefix length in use, a map from the masked address (as integers:
+// hashing netip values costs twice as much).
 type prefixIndex struct {
 	lens4, lens6 []int
-	rules        map[netip.Prefix][]int32
+	v4           map[uint64][]int32 // address << 8 | length
+	v6           map[v6Key][]int32
+}
+
+type v6Key struct {
+	hi, lo uint64
+	bits   int
+}
+
+func v4Key(a netip.Addr, bits int) uint64 {
+	b := a.As4()
+	x := uint64(binary.BigEndian.Uint32(b[:]))
+	if bits < 32 {
+		x &^= 1<<(32-bits) - 1
+	}
+	return x<<8 | uint64(bits)
+}
+
+func v6KeyOf(a netip.Addr, bits int) v6Key {
+	b := a.As16()
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	switch {
+	case bits <= 64:
+		lo = 0
+		if bits < 64 {
+			hi &^= 1<<(64-bits) - 1
+		}
+	case bits < 128:
+		lo &^= 1<<(128-bits) - 1
+	}
+	return v6Key{hi, lo, bits}
 }
 
 func (p *prefixIndex) add(q netip.Prefix, rid int32) {
-	if p.rules == nil {
-		p.rules = map[netip.Prefix][]int32{}
-	}
-	lens := &p.lens6
 	if q.Addr().Is4() {
-		lens = &p.lens4
+		if p.v4 == nil {
+			p.v4 = map[uint64][]int32{}
+		}
+		if !slices.Contains(p.lens4, q.Bits()) {
+			p.lens4 = append(p.lens4, q.Bits())
+			slices.Sort(p.lens4)
+		}
+		k := v4Key(q.Addr(), q.Bits())
+		p.v4[k] = append(p.v4[k], rid)
+		return
 	}
-	if !slices.Contains(*lens, q.Bits()) {
-		*lens = append(*lens, q.Bits())
-		slices.Sort(*lens)
+	if p.v6 == nil {
+		p.v6 = map[v6Key][]int32{}
 	}
-	p.rules[q] = append(p.rules[q], rid)
+	if !slices.Contains(p.lens6, q.Bits()) {
+		p.lens6 = append(p.lens6, q.Bits())
+		slices.Sort(p.lens6)
+	}
+	k := v6KeyOf(q.Addr(), q.Bits())
+	p.v6[k] = append(p.v6[k], rid)
 }
 
 // narrow reports whether a prefix set is worth indexing on: every
@@ -181,20 +222,17 @@ func (d *dispatch) route(evs []Event, rt *routing) {
 }
 
 func (p *prefixIndex) route(d *dispatch, ev *Event, a netip.Addr, ei int32, rt *routing) {
-	if p.rules == nil {
-		return
-	}
-	if a.Is4In6() { // the filter may read it either way
+	switch {
+	case a.Is4():
+		for _, l := range p.lens4 {
+			d.hit(p.v4[v4Key(a, l)], ev, ei, rt)
+		}
+	case a.Is4In6(): // the filter may read it either way
 		p.route(d, ev, a.Unmap(), ei, rt)
-	}
-	lens := p.lens6
-	if a.Is4() {
-		lens = p.lens4
-	}
-	for _, l := range lens {
-		q, err := a.Prefix(l)
-		if err == nil {
-			d.hit(p.rules[q], ev, ei, rt)
+		fallthrough
+	case a.Is6():
+		for _, l := range p.lens6 {
+			d.hit(p.v6[v6KeyOf(a, l)], ev, ei, rt)
 		}
 	}
 }
