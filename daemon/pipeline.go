@@ -107,7 +107,11 @@ func newPipeline(cfg *Config, configPath, flowsOut string, ifname func(uint32) s
 			p.samples.Close()
 			return nil, err
 		}
-		p.eng = detect.NewEngine(set, cfg.Detect.EngineConfig(), p.emit)
+		ec := cfg.Detect.EngineConfig()
+		if !opts.Lossy {
+			ec.MaxCPU = 0 // a replay waits for detection: nothing to guard
+		}
+		p.eng = detect.NewEngine(set, ec, p.emit)
 		opts.Log.Info("detection rules loaded", "rules", len(set.Names()), "lists", set.Lists().Names())
 	}
 	p.start(cfg.Flows.Workers)

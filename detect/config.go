@@ -24,6 +24,11 @@ type Config struct {
 	RuleAlertsPerSecond float64                       `yaml:"rule_alerts_per_second"`
 	MaxKeys             int                           `yaml:"max_keys"`           // per rule, unless the rule says
 	ListPollInterval    config.Duration               `yaml:"list_poll_interval"` // how often list files are checked
+	// MaxMemoryMiB bounds detection state (0: no bound); MaxCPU is the
+	// share of one core the engine may take before it sheds rules by
+	// severity (0: no guard). See docs/DETECTION.md, Self-protection.
+	MaxMemoryMiB int     `yaml:"max_memory_mib"`
+	MaxCPU       float64 `yaml:"max_cpu"`
 }
 
 // ListConfig is an address list: a file (plain, csv or spamhaus) or
@@ -51,8 +56,17 @@ func DefaultConfig() Config {
 		AlertsPerSecond:     DefaultAlertsPerSecond,
 		RuleAlertsPerSecond: DefaultRuleAlertsPerSecond,
 		ListPollInterval:    config.Duration{D: 5 * time.Second},
+		MaxMemoryMiB:        DefaultMaxMemoryMiB,
+		MaxCPU:              DefaultMaxCPU,
 	}
 }
+
+// Self-protection defaults: 1 GiB of detection state, 90% of a core.
+const (
+	DefaultMaxMemoryMiB = 1024
+	DefaultMaxCPU       = 0.9
+	maxMemoryMiB        = 16 << 20 // 16 TiB
+)
 
 // Validate reports every problem, at paths relative to the section.
 // Whether the rules, measures and lists named exist is Load's to say:
@@ -76,6 +90,12 @@ func (c *Config) Validate() config.Problems {
 	rate("rule_alerts_per_second", c.RuleAlertsPerSecond)
 	if c.MaxKeys < 0 {
 		ps.Add("max_keys", "must not be negative")
+	}
+	if c.MaxMemoryMiB < 0 || c.MaxMemoryMiB > maxMemoryMiB {
+		ps.Add("max_memory_mib", "%d is not between 0 (no bound) and %d", c.MaxMemoryMiB, maxMemoryMiB)
+	}
+	if math.IsNaN(c.MaxCPU) || c.MaxCPU < 0 || c.MaxCPU > 1 {
+		ps.Add("max_cpu", "%v is not a share of one core between 0 (no guard) and 1", c.MaxCPU)
 	}
 	switch d := c.ListPollInterval; {
 	case d.Invalid() != "":
@@ -184,5 +204,6 @@ func (c *Config) Options() Options {
 
 // EngineConfig is the engine's share of the section: the alert limits.
 func (c *Config) EngineConfig() EngineConfig {
-	return EngineConfig{AlertsPerSecond: c.AlertsPerSecond, RuleAlertsPerSecond: c.RuleAlertsPerSecond}
+	return EngineConfig{AlertsPerSecond: c.AlertsPerSecond, RuleAlertsPerSecond: c.RuleAlertsPerSecond,
+		MaxMemory: int64(c.MaxMemoryMiB) << 20, MaxCPU: c.MaxCPU}
 }

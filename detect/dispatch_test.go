@@ -257,7 +257,7 @@ func dispRun(t *testing.T, set *RuleSet, naive bool, batches [][]Event, sources 
 	e.Close(batches[len(batches)-1][0].Time + int64(10*time.Second))
 	stats := e.Stats()
 	for i := range stats {
-		stats[i].EvalSeconds = 0
+		stats[i].EvalSeconds, stats[i].EvalShare = 0, 0
 	}
 	// The same order as far as the engine defines it: by time, rule
 	// and key within a tick.

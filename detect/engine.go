@@ -15,6 +15,12 @@ import (
 type EngineConfig struct {
 	AlertsPerSecond     float64 // all rules together; 0: the default
 	RuleAlertsPerSecond float64 // each rule; 0: the default
+	// MaxMemory bounds the detection state, in bytes (0: no bound); past
+	// it rules shed keys (budget.go).
+	MaxMemory int64
+	// MaxCPU is the share of one core the engine may take (0: no guard);
+	// past it rules shed events by severity (budget.go).
+	MaxCPU float64
 }
 
 // Alert rate defaults: a burst of twice the rate is allowed.
@@ -56,8 +62,11 @@ type Engine struct {
 	naive   bool
 	seen    [len(sourceNames)]uint64 // events run, per source
 	live    []int32                  // rules with running alerts (noteLive)
-	pending []flow.Alert             // to emit at the end of the call
-	chain   []chained                // alerts to feed back to rules reading alerts
+	mem     budget
+	cpu     cpuGuard
+	clock   func() time.Time // wall clock, for engine time and the CPU guard
+	pending []flow.Alert     // to emit at the end of the call
+	chain   []chained        // alerts to feed back to rules reading alerts
 	stats   engineStats
 }
 
@@ -70,6 +79,7 @@ type engineStats struct {
 	chainDropped uint64 // alerts not fed back past maxChainDepth
 	suppressed   uint64 // by the global limit
 	reloads      uint64
+	cpuLoad      float64 // the engine's share of a core over the last period
 }
 
 // NewEngine returns an engine running set, reporting alerts to emit.
@@ -82,7 +92,7 @@ func NewEngine(set *RuleSet, cfg EngineConfig, emit func([]flow.Alert)) *Engine 
 	if cfg.RuleAlertsPerSecond <= 0 {
 		cfg.RuleAlertsPerSecond = DefaultRuleAlertsPerSecond
 	}
-	e := &Engine{cfg: cfg, emit: emit, global: newBucket(cfg.AlertsPerSecond)}
+	e := &Engine{cfg: cfg, emit: emit, global: newBucket(cfg.AlertsPerSecond), clock: time.Now}
 	e.install(set, nil)
 	return e
 }
@@ -118,6 +128,7 @@ func (e *Engine) install(set *RuleSet, old []*ruleState) {
 			e.noteLive(rs)
 		}
 	}
+	e.mem.install(e.rules, e.cfg.MaxMemory)
 }
 
 // Replace installs a new rule set (a reload). Rules whose definition and
@@ -152,6 +163,7 @@ func (e *Engine) SetConfig(cfg EngineConfig) {
 		cfg.RuleAlertsPerSecond = DefaultRuleAlertsPerSecond
 	}
 	e.cfg = cfg
+	e.mem.install(e.rules, cfg.MaxMemory)
 	e.global.setRate(cfg.AlertsPerSecond)
 	for _, rs := range e.rules {
 		rs.bucket.setRate(cfg.RuleAlertsPerSecond)
@@ -249,12 +261,20 @@ func (e *Engine) run(source Source, evs []Event) {
 	}
 	e.seen[source] += uint64(len(evs))
 	if e.naive || e.disp[source] == nil {
+		t := e.clock()
 		for _, rs := range e.rules {
-			if rs.r.sources&(1<<source) != 0 {
-				start := time.Now()
-				rs.process(e, source, evs, nil, false)
-				rs.stats.evalNanos += uint64(time.Since(start))
+			if rs.r.sources&(1<<source) == 0 {
+				continue
 			}
+			if e.shedCPU(rs) {
+				rs.stats.shedCPU += uint64(len(evs))
+				continue
+			}
+			rs.process(e, source, evs, nil, false)
+			next := e.clock()
+			rs.stats.evalNanos += uint64(next.Sub(t))
+			e.account(next.Sub(t), next)
+			t = next
 		}
 	} else {
 		e.dispatch(source, evs)
@@ -268,9 +288,9 @@ func (e *Engine) run(source Source, evs []Event) {
 // each its own evaluation, and the routing shared by events routed.
 func (e *Engine) dispatch(source Source, evs []Event) {
 	d := e.disp[source]
-	t0 := time.Now()
+	t0 := e.clock()
 	d.route(evs, &e.rt)
-	t := time.Now()
+	t := e.clock()
 	route := uint64(t.Sub(t0))
 	routed := 0
 	for _, l := range e.rt.lists {
@@ -279,15 +299,20 @@ func (e *Engine) dispatch(source Source, evs []Event) {
 	routed += len(d.every) * len(evs)
 	d.each(&e.rt, func(rid int, idx []int32, exact bool) {
 		rs := e.rules[rid]
-		rs.process(e, source, evs, idx, exact)
 		n := len(idx)
 		if idx == nil {
 			n = len(evs)
 		}
-		next := time.Now()
+		if e.shedCPU(rs) {
+			rs.stats.shedCPU += uint64(n)
+			return
+		}
+		rs.process(e, source, evs, idx, exact)
+		next := e.clock()
 		rs.stats.evalNanos += uint64(next.Sub(t)) + route*uint64(n)/uint64(max(routed, 1))
 		t = next
 	})
+	e.account(t.Sub(t0), t)
 }
 
 // tick advances the clock and runs the time-driven parts of the rules.

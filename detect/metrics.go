@@ -20,6 +20,10 @@ type RuleStats struct {
 	Updates     uint64  `json:"updates"`
 	Ends        uint64  `json:"ends"`
 	EvalSeconds float64 `json:"eval_seconds"` // time spent evaluating
+	EvalShare   float64 `json:"eval_share"`   // its share of all rules' evaluation time
+	ShedKeys    uint64  `json:"shed_keys"`    // keys dropped for the memory budget
+	ShedEvents  uint64  `json:"shed_events"`  // events dropped: no memory for their new key
+	ShedCPU     uint64  `json:"shed_cpu"`     // events not evaluated: shed by the CPU guard
 	Keys        int     `json:"keys"`         // keys tracked now
 	Active      int     `json:"active"`       // alerts running now
 }
@@ -29,6 +33,7 @@ func (e *Engine) Stats() []RuleStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := make([]RuleStats, len(e.rules))
+	var total uint64
 	for i, rs := range e.rules {
 		s := &rs.stats
 		out[i] = RuleStats{
@@ -36,6 +41,13 @@ func (e *Engine) Stats() []RuleStats {
 			Evictions: s.evictions, StateFull: s.full, Suppressed: s.suppressed,
 			Starts: s.alerts[flow.AlertStart], Updates: s.alerts[flow.AlertUpdate], Ends: s.alerts[flow.AlertEnd],
 			EvalSeconds: float64(s.evalNanos) / 1e9, Keys: len(rs.keys), Active: len(rs.active),
+			ShedKeys: s.shedKeys, ShedEvents: s.shedEvents, ShedCPU: s.shedCPU,
+		}
+		total += s.evalNanos
+	}
+	for i, rs := range e.rules {
+		if total > 0 {
+			out[i].EvalShare = float64(rs.stats.evalNanos) / float64(total)
 		}
 	}
 	return out
@@ -59,13 +71,18 @@ type EngineStats struct {
 	Suppressed   uint64 // alert reports held back by the global limit
 	ChainDropped uint64 // alerts not fed back to rules past the chain depth
 	Reloads      uint64
+	MemoryBytes  int64   // detection state, estimated
+	MemoryLimit  int64   // detect.max_memory_mib in bytes; 0: none
+	CPULoad      float64 // the engine's share of a core over the last period
+	CPUShedLevel int     // rules of this severity and below are shed (0: none)
 }
 
 // EngineStats returns the engine's own counters.
 func (e *Engine) EngineStats() EngineStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return EngineStats{Rules: len(e.rules), Suppressed: e.stats.suppressed, ChainDropped: e.stats.chainDropped, Reloads: e.stats.reloads}
+	return EngineStats{Rules: len(e.rules), Suppressed: e.stats.suppressed, ChainDropped: e.stats.chainDropped, Reloads: e.stats.reloads,
+		MemoryBytes: e.mem.used, MemoryLimit: e.mem.limit, CPULoad: e.stats.cpuLoad, CPUShedLevel: e.cpu.level}
 }
 
 var (
@@ -83,6 +100,12 @@ var (
 	descGlobalSupp = prometheus.NewDesc(metric.Name("detect_global_suppressed_total"), "Alert reports held back by the global rate limit.", nil, nil)
 	descChainDrop  = prometheus.NewDesc(metric.Name("detect_chain_dropped_total"), "Alerts not fed back to rules past the chain depth.", nil, nil)
 	descListLen    = prometheus.NewDesc(metric.Name("detect_list_entries"), "Prefixes in an address list.", []string{"list"}, nil)
+	descShedKeys   = prometheus.NewDesc(metric.Name("detect_shed_keys_total"), "Keys a rule dropped for the detection memory budget.", []string{"rule"}, nil)
+	descShedEvents = prometheus.NewDesc(metric.Name("detect_shed_events_total"), "Events a rule did not evaluate, by reason: memory (no room for a new key) or cpu (the CPU guard).", []string{"rule", "reason"}, nil)
+	descMemory     = prometheus.NewDesc(metric.Name("detect_memory_bytes"), "Detection state held, estimated.", nil, nil)
+	descMemLimit   = prometheus.NewDesc(metric.Name("detect_memory_limit_bytes"), "The detection memory budget (0: none).", nil, nil)
+	descCPULoad    = prometheus.NewDesc(metric.Name("detect_cpu_load"), "The engine's share of one core over the last second.", nil, nil)
+	descCPUShed    = prometheus.NewDesc(metric.Name("detect_cpu_shed_level"), "Severity up to which the CPU guard sheds rules (0 none, 1 info, 2 low, 3 medium, 4 high).", nil, nil)
 )
 
 // Collector exposes an engine's counters to Prometheus at scrape time.
@@ -94,7 +117,8 @@ func NewCollector(e *Engine) *Collector { return &Collector{e} }
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEvents, descMatches, descLate, descEvictions, descFull, descSuppressed,
-		descAlerts, descEval, descKeys, descActive, descRules, descGlobalSupp, descChainDrop, descListLen} {
+		descAlerts, descEval, descKeys, descActive, descRules, descGlobalSupp, descChainDrop, descListLen,
+		descShedKeys, descShedEvents, descMemory, descMemLimit, descCPULoad, descCPUShed} {
 		ch <- d
 	}
 }
@@ -120,8 +144,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descEval, s.EvalSeconds, s.Rule)
 		gauge(descKeys, float64(s.Keys), s.Rule)
 		gauge(descActive, float64(s.Active), s.Rule)
+		counter(descShedKeys, float64(s.ShedKeys), s.Rule)
+		counter(descShedEvents, float64(s.ShedEvents), s.Rule, "memory")
+		counter(descShedEvents, float64(s.ShedCPU), s.Rule, "cpu")
 	}
 	es := c.e.EngineStats()
+	gauge(descMemory, float64(es.MemoryBytes))
+	gauge(descMemLimit, float64(es.MemoryLimit))
+	gauge(descCPULoad, es.CPULoad)
+	gauge(descCPUShed, float64(es.CPUShedLevel))
 	gauge(descRules, float64(es.Rules))
 	counter(descGlobalSupp, float64(es.Suppressed))
 	counter(descChainDrop, float64(es.ChainDropped))

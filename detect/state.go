@@ -39,9 +39,11 @@ type ruleState struct {
 	bpps, bbps float64 // the burst's packet and bit rates
 	scratch    *hyperloglog.Sketch
 	lateness   int64
-	depth      int   // chain depth of the alerts being processed
-	pos        int32 // index in the engine's rules
-	live       bool  // in the engine's live list: has running alerts
+	depth      int     // chain depth of the alerts being processed
+	pos        int32   // index in the engine's rules
+	mem        *budget // the engine's memory budget; nil: none
+	keyBytes   int64   // the estimate of one key's state
+	live       bool    // in the engine's live list: has running alerts
 	evict      evictLevels
 	stats      ruleStats
 }
@@ -60,18 +62,22 @@ type ruleStats struct {
 	suppressed uint64 // alerts held back by rate limits
 	alerts     [4]uint64
 	evalNanos  uint64
+	shedKeys   uint64 // keys dropped for the memory budget
+	shedEvents uint64 // events dropped: no memory for a new key
+	shedCPU    uint64 // events not evaluated: shed by the CPU guard
 }
 
 func newRuleState(r *rule, set *RuleSet, rate float64) *ruleState {
 	rs := &ruleState{
-		r:      r,
-		keys:   map[keyBuf]*keyState{},
-		active: map[*keyState]struct{}{},
-		bucket: newBucket(rate),
-		vals:   make([]float64, len(r.measures)),
-		dvals:  make([]float64, len(r.measures)),
-		groups: set.groups,
-		evict:  evictLevels{halfLife: evictHalfLife(r)},
+		r:        r,
+		keys:     map[keyBuf]*keyState{},
+		active:   map[*keyState]struct{}{},
+		bucket:   newBucket(rate),
+		vals:     make([]float64, len(r.measures)),
+		dvals:    make([]float64, len(r.measures)),
+		groups:   set.groups,
+		evict:    evictLevels{halfLife: evictHalfLife(r)},
+		keyBytes: keyBytes(r),
 	}
 	if r.hasDistinct {
 		rs.scratch = newScratch() // 1 KB: only distinct measures merge sketches
@@ -147,6 +153,9 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 			}
 		}
 	}
+	if len(rs.free) == 0 && rs.mem != nil && !rs.mem.reserve(rs) {
+		return nil
+	}
 	var ks *keyState
 	if n := len(rs.free); n > 0 {
 		ks, rs.free = rs.free[n-1], rs.free[:n-1]
@@ -172,6 +181,8 @@ func (rs *ruleState) drop(k keyBuf, ks *keyState) {
 	delete(rs.keys, k)
 	if len(rs.free) < maxFree {
 		rs.free = append(rs.free, ks)
+	} else {
+		rs.discard(ks)
 	}
 }
 
@@ -272,7 +283,9 @@ func (rs *ruleState) windowEvent(ks *keyState, ev *Event) bool {
 			ks.evStart = ks.head
 		}
 	}
-	ks.add(r, ev, s)
+	if n := ks.add(r, ev, s); n > 0 && rs.mem != nil {
+		rs.mem.used += n * sketchBytes
+	}
 	ks.proto = ev.Proto
 	for i, f := range r.evidence {
 		ks.evidence[i].add(f.value(ev), float64(ev.Packets))

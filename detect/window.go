@@ -131,7 +131,9 @@ func (ks *keyState) advance(r *rule, s int64) {
 }
 
 // add accounts an event in slot s, which must be inside the window.
-func (ks *keyState) add(r *rule, e *Event, s int64) {
+// add adds an event to slot s, and reports how many distinct-count
+// sketches it had to make.
+func (ks *keyState) add(r *rule, e *Event, s int64) (sketches int64) {
 	w := len(ks.win)
 	nd := len(ks.distinct)
 	pos := int(s % int64(r.nslots))
@@ -155,6 +157,7 @@ func (ks *keyState) add(r *rule, e *Event, s int64) {
 			if sk == nil {
 				sk, _ = hyperloglog.NewSketch(hllPrecision, true)
 				ks.hll[pos*nd+m.dslot] = sk
+				sketches++
 			}
 			sk.InsertHash(m.field(e))
 			row[c]++
@@ -197,6 +200,7 @@ func (ks *keyState) add(r *rule, e *Event, s int64) {
 		row[nm+j] += v
 		ks.win[nm+j] += v
 	}
+	return sketches
 }
 
 // addReverse accounts an event of the key's traffic the other way in
