@@ -25,13 +25,17 @@ type budget struct {
 
 // sketchBytes is what a distinct-count sketch holds once dense (2^10
 // registers and its header): counted as such from its first value.
-const sketchBytes = 1<<hllPrecision + 96
+const sketchBytes = 1<<hllPrecision + 96 // 156 while sparse
+
+// mapGrowth: a map churned by new and dropped keys holds more slots than
+// it ever held keys (deleted slots are reused only on growth).
+const mapGrowth = 3
 
 // keyBytes estimates what one key of r holds: its state, its window,
 // evidence and map entry, rounded up as the allocator does (1/8).
 func keyBytes(r *rule) int64 {
 	w := int64(r.ncols + extraCols)
-	n := int64(unsafe.Sizeof(keyState{})) + int64(unsafe.Sizeof(keyBuf{})) + 16 // map slot
+	n := int64(unsafe.Sizeof(keyState{})) // its map slot is in mapSlotBytes
 	if r.kind == kindThreshold || r.kind == kindBaseline {
 		n += 8*int64(r.nslots)*w + 8*int64(r.nslots) + 8*w
 	}
@@ -45,6 +49,13 @@ func keyBytes(r *rule) int64 {
 	}
 	return n + n/8
 }
+
+// mapSlotBytes is what a key's slot in a rule's map holds: key, value
+// and control byte over the load factor, twice (a map's capacity
+// doubles: measured at 205 bytes per key at its most). Maps do not
+// shrink: a rule is charged for the most keys it has held (rs.peak)
+// until shedding rebuilds its map.
+const mapSlotBytes = mapGrowth * (int64(unsafe.Sizeof(keyBuf{})) + 8 + 1) * 8 / 7
 
 // ruleBytes estimates what a rule's state holds with no keys.
 func ruleBytes(r *rule) int64 {
@@ -75,7 +86,7 @@ func (rs *ruleState) discard(ks *keyState) {
 
 // held is what rs holds now, by the estimate.
 func (rs *ruleState) held() int64 {
-	n := ruleBytes(rs.r) + int64(len(rs.keys)+len(rs.free))*rs.keyBytes
+	n := ruleBytes(rs.r) + int64(len(rs.keys)+len(rs.free))*rs.keyBytes + int64(rs.peak)*mapSlotBytes
 	for _, ks := range rs.keys {
 		n += ks.sketches() * sketchBytes
 	}
@@ -96,22 +107,41 @@ func (b *budget) reserve(rs *ruleState) bool {
 		b.used += rs.keyBytes
 		return true
 	}
+	if b.shed(rs, rs.keyBytes) {
+		b.used += rs.keyBytes
+		return true
+	}
+	rs.stats.shedEvents++
+	return false
+}
+
+// settle sheds back under the limit after an event grew the state of a
+// key rs already had (a distinct-count sketch for a new slot).
+func (b *budget) settle(rs *ruleState) {
+	if b.limit > 0 && b.used > b.limit {
+		b.shed(rs, 0)
+	}
+}
+
+// shed frees state for need more bytes, down to shedTarget of the
+// limit: first key states kept for reuse (no state is lost), then keys,
+// by rule priority, never of a rule above rs. It reports whether need
+// fits under the limit.
+func (b *budget) shed(rs *ruleState, need int64) bool {
 	target := int64(float64(b.limit) * shedTarget)
-	// First what costs no state: key states kept for reuse.
 	for _, o := range b.byPriority {
-		for b.used+rs.keyBytes > target && len(o.free) > 0 {
+		for b.used+need > target && len(o.free) > 0 {
 			n := len(o.free) - 1
 			o.discard(o.free[n])
 			o.free[n] = nil
 			o.free = o.free[:n]
 		}
 	}
-	// Then keys, by rule priority, never of a rule above rs.
 	for _, o := range b.byPriority {
-		if b.used+rs.keyBytes <= target || o.severity() > rs.severity() {
+		if b.used+need <= target || o.severity() > rs.severity() {
 			break
 		}
-		for b.used+rs.keyBytes > target {
+		for b.used+need > target {
 			vs := o.evict.victim()
 			if vs == nil {
 				break
@@ -123,13 +153,36 @@ func (b *budget) reserve(rs *ruleState) bool {
 				o.discard(vs)
 			}
 		}
+		o.shrink()
 	}
-	if b.used+rs.keyBytes <= b.limit {
-		b.used += rs.keyBytes
-		return true
+	return b.used+need <= b.limit
+}
+
+// grew charges a rule's map for a key past its most yet.
+func (rs *ruleState) grew() {
+	if len(rs.keys) > rs.peak {
+		rs.peak = len(rs.keys)
+		if rs.mem != nil {
+			rs.mem.used += mapSlotBytes
+		}
 	}
-	rs.stats.shedEvents++
-	return false
+}
+
+// shrink rebuilds a rule's map once it holds under a quarter of its
+// most keys, so shed keys give their memory back.
+func (rs *ruleState) shrink() {
+	if len(rs.keys) >= rs.peak/4 || rs.peak < 4 {
+		return
+	}
+	keys := make(map[keyBuf]*keyState, len(rs.keys))
+	for k, ks := range rs.keys {
+		keys[k] = ks
+	}
+	rs.keys = keys
+	if rs.mem != nil {
+		rs.mem.used -= int64(rs.peak-len(keys)) * mapSlotBytes
+	}
+	rs.peak = len(keys)
 }
 
 func (rs *ruleState) severity() int { return int(rs.r.severity) }

@@ -43,6 +43,7 @@ type ruleState struct {
 	pos        int32   // index in the engine's rules
 	mem        *budget // the engine's memory budget; nil: none
 	keyBytes   int64   // the estimate of one key's state
+	peak       int     // the most keys held since the map was made
 	live       bool    // in the engine's live list: has running alerts
 	evict      evictLevels
 	stats      ruleStats
@@ -165,6 +166,7 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 	}
 	ks.first, ks.last = t, t
 	rs.keys[k] = ks
+	rs.grew()
 	lv.link(ks, 1)
 	return ks
 }
@@ -193,11 +195,17 @@ func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32,
 	if idx == nil {
 		for i := range evs {
 			rs.event(e, source, &evs[i], false)
+			if m := rs.mem; m != nil && m.limit > 0 && m.used > m.limit {
+				m.settle(rs)
+			}
 		}
 		return
 	}
 	for _, i := range idx {
 		rs.event(e, source, &evs[i], exact)
+		if m := rs.mem; m != nil && m.limit > 0 && m.used > m.limit {
+			m.settle(rs)
+		}
 	}
 }
 
