@@ -323,3 +323,52 @@ func TestDispatchMatchesNaive(t *testing.T) {
 		}
 	}
 }
+
+// TestEvalTimeChargedToRulesThatRan: with dispatch, a rule no event can
+// match is charged no time; the rules that ran share all of it.
+func TestEvalTimeChargedToRulesThatRan(t *testing.T) {
+	set := engLoad(t, `rules:
+  - name: syn
+    filter: tcp && syn && !ack
+    group_by: [dst_addr]
+    measures:
+      pps: {rate: packets}
+    thresholds:
+      pps: 1000000
+  - name: dns
+    filter: udp && dst_port == 53
+    group_by: [dst_addr]
+    measures:
+      pps: {rate: packets}
+    thresholds:
+      pps: 1000000
+  - name: never
+    filter: udp && dst_port == 9
+    group_by: [dst_addr]
+    measures:
+      pps: {rate: packets}
+    thresholds:
+      pps: 1000000
+`, Options{})
+	e := NewEngine(set, EngineConfig{}, nil)
+	wall := time.Unix(1_700_000_000, 0)
+	e.clock = func() time.Time { wall = wall.Add(time.Millisecond); return wall }
+	for i := range 50 {
+		evs := []Event{engSyn(engMS(int64(i)), "192.0.2.1", "10.0.0.1", 1), engSyn(engMS(int64(i)), "192.0.2.2", "10.0.0.1", 1)}
+		evs = append(evs, engUDP(engMS(int64(i)), "192.0.2.3", 4000, "10.0.0.2", 53, 80, 1))
+		e.Events(SourceSamples, evs)
+	}
+	share := 0.0
+	for _, s := range e.Stats() {
+		share += s.EvalShare
+		switch {
+		case s.Rule == "never" && (s.EvalSeconds != 0 || s.Events != 150):
+			t.Errorf("never: charged %vs for %d events; want 0s for 150", s.EvalSeconds, s.Events)
+		case s.Rule != "never" && s.EvalSeconds == 0:
+			t.Errorf("%s ran and was charged nothing", s.Rule)
+		}
+	}
+	if share < 0.999 || share > 1.001 {
+		t.Errorf("shares add up to %v", share)
+	}
+}
