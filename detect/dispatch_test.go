@@ -372,3 +372,40 @@ func TestEvalTimeChargedToRulesThatRan(t *testing.T) {
 		t.Errorf("shares add up to %v", share)
 	}
 }
+
+// TestDispatchMatchesNaivePack: the built-in pack over the benchmark's
+// mixed traffic (floods, scans, reflection, brute force, background)
+// raises the same alerts with dispatch as without.
+func TestDispatchMatchesNaivePack(t *testing.T) {
+	set, err := Load(Options{Builtin: true, Lists: []ListSpec{{Name: "intel", Entries: []string{"203.0.113.0/24"}},
+		{Name: "watched", Entries: []string{"198.51.100.7"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := engBenchBatch(4096)
+	for i := range evs { // as sampled 1 in 200: 20 M packets a second
+		evs[i].Rate, evs[i].Packets, evs[i].Bytes = 200, 200, 200*evs[i].Bytes
+	}
+	var batches [][]Event
+	var sources []Source
+	for i := range 300 {
+		b := append([]Event(nil), evs[(i%4)*1024:(i%4+1)*1024]...)
+		for j := range b {
+			b[j].Time = engT0 + int64(i)*int64(10*time.Millisecond) + int64(j)*int64(10*time.Millisecond)/1024
+		}
+		batches, sources = append(batches, b), append(sources, SourceSamples)
+	}
+	wantA, wantS := dispRun(t, set, true, batches, sources)
+	gotA, gotS := dispRun(t, set, false, batches, sources)
+	rules := map[string]bool{}
+	for _, a := range wantA {
+		rules[a.Rule] = true
+	}
+	if len(rules) < 3 {
+		t.Fatalf("the pack raised %d alerts of %d rules: the traffic tests little", len(wantA), len(rules))
+	}
+	if !reflect.DeepEqual(wantA, gotA) || !reflect.DeepEqual(wantS, gotS) {
+		t.Fatalf("differ:\nalerts %s\ncounters %s", gocmp.Diff(wantA, gotA), gocmp.Diff(wantS, gotS))
+	}
+	t.Logf("%d alerts of rules %v", len(wantA), rules)
+}

@@ -297,6 +297,7 @@ func scaleTotals(e *Engine) (events, matches uint64, keys int) {
 func scaleRun(b *testing.B, set *RuleSet, pool [][]Event) {
 	alerts := 0
 	e := NewEngine(set, EngineConfig{}, func(as []flow.Alert) { alerts += len(as) })
+	e.naive = strings.HasSuffix(b.Name(), "/naive")
 	offs := make([]int64, scaleBatch)
 	for j := range offs {
 		offs[j] = int64(j) * int64(10*time.Millisecond) / scaleBatch
@@ -334,18 +335,21 @@ func scaleRun(b *testing.B, set *RuleSet, pool [][]Event) {
 func BenchmarkEngineScale(b *testing.B) {
 	for _, sh := range scaleShapes {
 		for _, n := range scaleSizes {
-			b.Run(fmt.Sprintf("%s/rules=%d", sh.name, n), func(b *testing.B) {
-				scaleRun(b, scaleLoad(b, scaleRules(sh, n, scaleFile)), scalePool(sh, n))
-			})
+			for _, mode := range scaleModes {
+				b.Run(fmt.Sprintf("%s/rules=%d/%s", sh.name, n, mode), func(b *testing.B) {
+					scaleRun(b, scaleLoad(b, scaleRules(sh, n, scaleFile)), scalePool(sh, n))
+				})
+			}
 		}
 	}
 	// 1,000 rules alike but for their thresholds, over the mixed batch
 	// of engBenchBatch: every SYN (one event in ten) matches all of them.
-	b.Run("shared-filter/rules=1000", func(b *testing.B) {
-		var src strings.Builder
-		src.WriteString("rules:\n")
-		for i := range 1000 {
-			fmt.Fprintf(&src, `  - name: syn_%d
+	for _, mode := range scaleModes {
+		b.Run("shared-filter/rules=1000/"+mode, func(b *testing.B) {
+			var src strings.Builder
+			src.WriteString("rules:\n")
+			for i := range 1000 {
+				fmt.Fprintf(&src, `  - name: syn_%d
     filter: tcp && syn && !ack
     group_by: [dst_addr]
     window: 1s
@@ -354,11 +358,16 @@ func BenchmarkEngineScale(b *testing.B) {
     thresholds:
       pps: %d
 `, i, scaleThreshold(i))
-		}
-		evs, _ := engBenchBatch(scaleBatch)
-		scaleRun(b, scaleLoad(b, []string{src.String()}), [][]Event{evs})
-	})
+			}
+			evs, _ := engBenchBatch(scaleBatch)
+			scaleRun(b, scaleLoad(b, []string{src.String()}), [][]Event{evs})
+		})
+	}
 }
+
+// scaleModes: the engine as it runs (dispatch), and every rule reading
+// every event (naive), the baseline in the same run.
+var scaleModes = []string{"dispatch", "naive"}
 
 // BenchmarkEngineScalePack is the built-in pack over the mixed batch of
 // engBenchBatch (as BenchmarkEngineSamples, with the metrics of
@@ -369,7 +378,9 @@ func BenchmarkEngineScalePack(b *testing.B) {
 		b.Fatal(err)
 	}
 	evs, _ := engBenchBatch(scaleBatch)
-	scaleRun(b, set, [][]Event{evs})
+	for _, mode := range scaleModes {
+		b.Run(mode, func(b *testing.B) { scaleRun(b, set, [][]Event{evs}) })
+	}
 }
 
 // BenchmarkCompileRules is loading n prefix24 rules (YAML, filters, the
