@@ -141,6 +141,7 @@ func restartNeeded(cur, next Config) []string {
 	add(next.Flows.MaxFlows != cur.Flows.MaxFlows, "flows.max_flows")
 	add(next.Flows.Workers != cur.Flows.Workers, "flows.workers")
 	add(next.Detect.Enabled != cur.Detect.Enabled, "detect.enabled")
+	add(next.Detect.Workers != cur.Detect.Workers, "detect.workers")
 	add(next.Flows.Output != cur.Flows.Output, "flows.output")
 	add(!reflect.DeepEqual(next.Export, cur.Export), "export")
 	add(next.HTTP.Listen != cur.HTTP.Listen, "http.listen")

@@ -29,6 +29,9 @@ type Config struct {
 	// severity (0: no guard). See docs/DETECTION.md, Self-protection.
 	MaxMemoryMiB int     `yaml:"max_memory_mib"`
 	MaxCPU       float64 `yaml:"max_cpu"`
+	// Workers is how many cores the engine runs on, its keys partitioned
+	// by hash (1: one goroutine). Fixed at start.
+	Workers int `yaml:"workers"`
 }
 
 // ListConfig is an address list: a file (plain, csv or spamhaus) or
@@ -58,6 +61,7 @@ func DefaultConfig() Config {
 		ListPollInterval:    config.Duration{D: 5 * time.Second},
 		MaxMemoryMiB:        DefaultMaxMemoryMiB,
 		MaxCPU:              DefaultMaxCPU,
+		Workers:             1,
 	}
 }
 
@@ -93,6 +97,9 @@ func (c *Config) Validate() config.Problems {
 	}
 	if c.MaxMemoryMiB < 0 || c.MaxMemoryMiB > maxMemoryMiB {
 		ps.Add("max_memory_mib", "%d is not between 0 (no bound) and %d", c.MaxMemoryMiB, maxMemoryMiB)
+	}
+	if c.Workers < 0 || c.Workers > MaxWorkers {
+		ps.Add("workers", "%d is not between 1 and %d (0: 1)", c.Workers, MaxWorkers)
 	}
 	if math.IsNaN(c.MaxCPU) || c.MaxCPU < 0 || c.MaxCPU > 1 {
 		ps.Add("max_cpu", "%v is not a share of one core between 0 (no guard) and 1", c.MaxCPU)
@@ -205,5 +212,5 @@ func (c *Config) Options() Options {
 // EngineConfig is the engine's share of the section: the alert limits.
 func (c *Config) EngineConfig() EngineConfig {
 	return EngineConfig{AlertsPerSecond: c.AlertsPerSecond, RuleAlertsPerSecond: c.RuleAlertsPerSecond,
-		MaxMemory: int64(c.MaxMemoryMiB) << 20, MaxCPU: c.MaxCPU}
+		MaxMemory: int64(c.MaxMemoryMiB) << 20, MaxCPU: c.MaxCPU, Workers: c.Workers}
 }

@@ -21,6 +21,9 @@ type EngineConfig struct {
 	// MaxCPU is the share of one core the engine may take (0: no guard);
 	// past it rules shed events by severity (budget.go).
 	MaxCPU float64
+	// Workers is how many cores the engine runs on (workers.go); 0 or 1:
+	// one, in the caller's goroutine.
+	Workers int
 }
 
 // Alert rate defaults: a burst of twice the rate is allowed.
@@ -57,22 +60,29 @@ type Engine struct {
 	// disp routes events to the rules that can match them, per source
 	// (samples, flows); rt is its scratch. naive turns it off: every
 	// rule reads every event (the differential test's reference).
-	disp    [len(sourceNames)]*dispatch
-	rt      routing
-	naive   bool
-	seen    [len(sourceNames)]uint64 // events run, per source
-	live    []int32                  // rules with running alerts (noteLive)
-	mem     budget
-	cpu     cpuGuard
-	clock   func() time.Time // wall clock, for engine time and the CPU guard
-	pending []flow.Alert     // to emit at the end of the call
-	chain   []chained        // alerts to feed back to rules reading alerts
+	disp  [len(sourceNames)]*dispatch
+	rt    routing
+	naive bool
+	seen  [len(sourceNames)]uint64 // events run, per source
+	live  []int32                  // rules with running alerts (noteLive)
+	mem   budget
+	cpu   cpuGuard
+	clock func() time.Time // wall clock, for engine time and the CPU guard
+	// With detect.workers > 1 the engine is a pool of workers, each an
+	// engine owning the keys that hash to it (workers.go): pool is set
+	// on the engine the daemon holds, shard/gate on each worker.
+	pool    *pool
+	shard   shard
+	gate    *gate
+	pending []flow.Alert // to emit at the end of the call
+	chain   []chained    // alerts to feed back to rules reading alerts
 	stats   engineStats
 }
 
 type chained struct {
 	a     flow.Alert
 	depth int
+	pos   int32 // of the rule that raised it
 }
 
 type engineStats struct {
@@ -91,6 +101,9 @@ func NewEngine(set *RuleSet, cfg EngineConfig, emit func([]flow.Alert)) *Engine 
 	}
 	if cfg.RuleAlertsPerSecond <= 0 {
 		cfg.RuleAlertsPerSecond = DefaultRuleAlertsPerSecond
+	}
+	if cfg.Workers > 1 {
+		return &Engine{cfg: cfg, emit: emit, pool: newPool(set, cfg, emit)}
 	}
 	e := &Engine{cfg: cfg, emit: emit, global: newBucket(cfg.AlertsPerSecond), clock: time.Now}
 	e.install(set, nil)
@@ -137,6 +150,10 @@ func (e *Engine) install(set *RuleSet, old []*ruleState) {
 func (e *Engine) Replace(set *RuleSet) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if p := e.pool; p != nil {
+		p.each(func(w *Engine) { w.Replace(set) })
+		return
+	}
 	old := e.rules
 	e.install(set, old)
 	kept := map[*ruleState]bool{}
@@ -162,6 +179,15 @@ func (e *Engine) SetConfig(cfg EngineConfig) {
 	if cfg.RuleAlertsPerSecond <= 0 {
 		cfg.RuleAlertsPerSecond = DefaultRuleAlertsPerSecond
 	}
+	if p := e.pool; p != nil { // the number of workers is fixed at start
+		cfg.Workers = e.cfg.Workers
+		e.cfg = cfg
+		p.gate.setRates(cfg)
+		for _, w := range p.workers {
+			w.SetConfig(workerConfig(cfg, len(p.workers)))
+		}
+		return
+	}
 	e.cfg = cfg
 	e.mem.install(e.rules, cfg.MaxMemory)
 	e.global.setRate(cfg.AlertsPerSecond)
@@ -174,6 +200,9 @@ func (e *Engine) SetConfig(cfg EngineConfig) {
 func (e *Engine) RuleSet() *RuleSet {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.pool != nil {
+		return e.pool.workers[0].RuleSet()
+	}
 	return e.set
 }
 
@@ -181,12 +210,20 @@ func (e *Engine) RuleSet() *RuleSet {
 func (e *Engine) Samples(batch []flow.Sample) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	evs := e.buffer(len(batch))
+	buffer := e.buffer
+	if e.pool != nil {
+		buffer = e.pool.buffer
+	}
+	evs := buffer(len(batch))
 	for i := range batch {
 		evs[i].FromSample(&batch[i])
 	}
 	if len(evs) > 0 {
 		e.rate = evs[len(evs)-1].Rate
+	}
+	if e.pool != nil {
+		e.pool.batch(SourceSamples, evs)
+		return
 	}
 	e.run(SourceSamples, evs)
 	e.flush()
@@ -196,9 +233,17 @@ func (e *Engine) Samples(batch []flow.Sample) {
 func (e *Engine) Records(recs []flow.Record) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	evs := e.buffer(len(recs))
+	buffer := e.buffer
+	if e.pool != nil {
+		buffer = e.pool.buffer
+	}
+	evs := buffer(len(recs))
 	for i := range recs {
 		evs[i].FromRecord(&recs[i])
+	}
+	if e.pool != nil {
+		e.pool.batch(SourceFlows, evs)
+		return
 	}
 	e.run(SourceFlows, evs)
 	e.flush()
@@ -208,6 +253,10 @@ func (e *Engine) Records(recs []flow.Record) {
 func (e *Engine) Events(source Source, evs []Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.pool != nil {
+		e.pool.batch(source, evs)
+		return
+	}
 	e.run(source, evs)
 	e.flush()
 }
@@ -219,6 +268,10 @@ func (e *Engine) Events(source Source, evs []Event) {
 func (e *Engine) Advance(now int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.pool != nil {
+		e.pool.each(func(w *Engine) { w.tick(now) })
+		return
+	}
 	e.tick(now)
 	e.flush()
 }
@@ -227,6 +280,15 @@ func (e *Engine) Advance(now int64) {
 func (e *Engine) Close(now int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.pool != nil {
+		e.pool.each(func(w *Engine) {
+			w.tick(now)
+			for _, rs := range w.rules {
+				rs.endAll(w, max(now, w.now))
+			}
+		})
+		return
+	}
 	e.tick(now)
 	for _, rs := range e.rules {
 		rs.endAll(e, max(now, e.now))
@@ -246,19 +308,31 @@ func (e *Engine) run(source Source, evs []Event) {
 	if len(evs) == 0 {
 		return
 	}
-	latest := e.now
+	e.runMarked(source, evs, e.mark(evs))
+}
+
+// mark notes on each event what every rule needs to know of it (on the
+// allow list, an IPv4-mapped address), and returns the newest time.
+func (e *Engine) mark(evs []Event) (newest int64) {
 	allow := e.set.lists.Get(AllowList)
 	if allow != nil && allow.Len() == 0 {
 		allow = nil
 	}
 	for i := range evs {
 		ev := &evs[i]
-		latest = max(latest, ev.Time)
+		newest = max(newest, ev.Time)
 		if allow != nil && (allow.Contains(ev.SrcAddr) || allow.Contains(ev.DstAddr)) {
 			ev.allowed = true
 		}
 		ev.mapped = ev.SrcAddr.Is4In6() || ev.DstAddr.Is4In6()
 	}
+	return newest
+}
+
+// runMarked runs marked events (newest: their newest time): every
+// rule, then the clock.
+func (e *Engine) runMarked(source Source, evs []Event, newest int64) {
+	latest := max(e.now, newest)
 	e.seen[source] += uint64(len(evs))
 	if e.naive || e.disp[source] == nil {
 		t := e.clock()
@@ -401,7 +475,17 @@ func (e *Engine) runChained(evs []Event, depth int) {
 // for chaining. It applies the global and per-rule rate limits to starts
 // and updates; ends always pass so every reported start is ended.
 func (e *Engine) report(rs *ruleState, a flow.Alert) bool {
-	if a.State != flow.AlertEnd {
+	if g := e.gate; g != nil && a.State != flow.AlertEnd {
+		switch g.take(rs.r.name, max(e.now, a.Time)) {
+		case gateRule:
+			rs.stats.suppressed++
+			return false
+		case gateGlobal:
+			e.stats.suppressed++
+			rs.stats.suppressed++
+			return false
+		}
+	} else if a.State != flow.AlertEnd {
 		now := max(e.now, a.Time)
 		if !rs.bucket.take(now) {
 			rs.stats.suppressed++
@@ -415,11 +499,14 @@ func (e *Engine) report(rs *ruleState, a flow.Alert) bool {
 	}
 	rs.stats.alerts[a.State]++
 	e.pending = append(e.pending, a)
-	e.chain = append(e.chain, chained{a: a, depth: rs.depth})
+	e.chain = append(e.chain, chained{a: a, depth: rs.depth, pos: rs.pos})
 	return true
 }
 
 func (e *Engine) flush() {
+	if e.gate != nil {
+		return // a worker: the pool chains and emits (workers.go)
+	}
 	e.feedChain()
 	if len(e.pending) > 0 && e.emit != nil {
 		e.emit(e.pending)

@@ -46,6 +46,9 @@ func (set *RuleSet) Guarantees(n float64) map[string][]Guarantee {
 func (e *Engine) Guarantees() map[string][]Guarantee {
 	e.mu.Lock()
 	set, n := e.set, e.rate
+	if e.pool != nil {
+		set = e.pool.workers[0].set
+	}
 	e.mu.Unlock()
 	return set.Guarantees(float64(max(n, 1)))
 }

@@ -116,8 +116,11 @@ func (rs *ruleState) sequenceEvent(e *Engine, source Source, ev *Event) {
 	if match == 0 {
 		return
 	}
-	rs.stats.matches++
 	k, ok := makeKey(ev, r.group)
+	if !e.shard.owns(ok, &k) {
+		return // another worker's key
+	}
+	rs.stats.matches++
 	if !ok {
 		return
 	}

@@ -32,6 +32,9 @@ type RuleStats struct {
 func (e *Engine) Stats() []RuleStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.pool != nil {
+		return e.pool.stats()
+	}
 	out := make([]RuleStats, len(e.rules))
 	var total uint64
 	for i, rs := range e.rules {
@@ -75,14 +78,18 @@ type EngineStats struct {
 	MemoryLimit  int64   // detect.max_memory_mib in bytes; 0: none
 	CPULoad      float64 // the engine's share of a core over the last period
 	CPUShedLevel int     // rules of this severity and below are shed (0: none)
+	Workers      int     // cores the engine runs on (detect.workers)
 }
 
 // EngineStats returns the engine's own counters.
 func (e *Engine) EngineStats() EngineStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.pool != nil {
+		return e.pool.engineStats()
+	}
 	return EngineStats{Rules: len(e.rules), Suppressed: e.stats.suppressed, ChainDropped: e.stats.chainDropped, Reloads: e.stats.reloads,
-		MemoryBytes: e.mem.used, MemoryLimit: e.mem.limit, CPULoad: e.stats.cpuLoad, CPUShedLevel: e.cpu.level}
+		MemoryBytes: e.mem.used, MemoryLimit: e.mem.limit, CPULoad: e.stats.cpuLoad, CPUShedLevel: e.cpu.level, Workers: 1}
 }
 
 var (

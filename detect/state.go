@@ -221,13 +221,16 @@ func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool) {
 		return
 	}
 	if r.hasReverse && r.revFilter(ev) {
-		rs.reverseEvent(ev)
+		rs.reverseEvent(e, ev)
 	}
 	if !(matched && !ev.mapped) && !r.filter(ev) {
 		return
 	}
-	rs.stats.matches++
 	k, ok := makeKey(ev, r.group)
+	if !e.shard.owns(ok, &k) {
+		return // another worker's key
+	}
+	rs.stats.matches++
 	if !ok {
 		return
 	}
@@ -250,10 +253,10 @@ func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool) {
 // reverseEvent accounts an event in the reverse measures of the key it
 // has seen from its other end. It keeps the key alive but is not a
 // sample of it: min_samples, evidence, alerts and rates ignore it.
-func (rs *ruleState) reverseEvent(ev *Event) {
+func (rs *ruleState) reverseEvent(e *Engine, ev *Event) {
 	r := rs.r
 	k, ok := makeKeyDir(ev, r.group, true)
-	if !ok {
+	if !ok || !e.shard.owns(true, &k) {
 		return
 	}
 	// Only keys traffic the rule reads has made: the other way of every

@@ -1,0 +1,252 @@
+package detect
+
+import (
+	"cmp"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vigil-sensor/vigil/flow"
+)
+
+// With detect.workers > 1 the engine is a pool of workers, one per
+// core. Each worker is an engine with every rule, and owns the keys
+// that hash to it: it routes and filters every event, and updates only
+// the windows, sequences and alerts of its own keys. A key's events,
+// forward and reverse, all go to its owner, so each key's state is what
+// one engine would hold. The rate limits are one gate for all workers
+// (a rule's limit and the global one hold across workers), and alerts
+// are chained by the pool: each alert goes to every worker, and the
+// owner of the chained rule's key reads it. A batch returns when every
+// worker is done with it, so the caller may reuse it.
+
+// MaxWorkers bounds detect.workers.
+const MaxWorkers = 64
+
+// shard is which keys a worker owns: those whose hash is i modulo n.
+type shard struct {
+	i, n int
+	seed maphash.Seed
+}
+
+// owns reports whether the worker owns key k; a key that could not be
+// made (ok false) is the first worker's to count.
+func (s *shard) owns(ok bool, k *keyBuf) bool {
+	if s.n <= 1 {
+		return true
+	}
+	if !ok {
+		return s.i == 0
+	}
+	return maphash.Comparable(s.seed, *k)%uint64(s.n) == uint64(s.i)
+}
+
+// gate is the rate limits of a pool's workers.
+type gate struct {
+	mu     sync.Mutex
+	global bucket
+	rate   float64 // of each rule
+	rules  map[string]*bucket
+}
+
+type gateVerdict uint8
+
+const (
+	gatePass   gateVerdict = iota
+	gateRule               // the rule's limit
+	gateGlobal             // the global limit
+)
+
+func (g *gate) take(rule string, now int64) gateVerdict {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.rules[rule]
+	if b == nil {
+		nb := newBucket(g.rate)
+		b = &nb
+		g.rules[rule] = b
+	}
+	if !b.take(now) {
+		return gateRule
+	}
+	if !g.global.take(now) {
+		return gateGlobal
+	}
+	return gatePass
+}
+
+func (g *gate) setRates(cfg EngineConfig) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.global.setRate(cfg.AlertsPerSecond)
+	g.rate = cfg.RuleAlertsPerSecond
+	for _, b := range g.rules {
+		b.setRate(cfg.RuleAlertsPerSecond)
+	}
+}
+
+// pool is the workers of an engine with detect.workers > 1. The
+// engine's lock serializes calls; within one, workers run in parallel.
+type pool struct {
+	workers      []*Engine
+	gate         *gate
+	emit         func([]flow.Alert)
+	events       []Event
+	pending      []flow.Alert
+	chain        []chained
+	chainDropped uint64
+}
+
+// workerConfig is a worker's share of cfg: its memory budget divided.
+func workerConfig(cfg EngineConfig, n int) EngineConfig {
+	cfg.Workers = 1
+	cfg.MaxMemory /= int64(n)
+	return cfg
+}
+
+func newPool(set *RuleSet, cfg EngineConfig, emit func([]flow.Alert)) *pool {
+	n := min(cfg.Workers, MaxWorkers)
+	p := &pool{emit: emit, gate: &gate{global: newBucket(cfg.AlertsPerSecond), rate: cfg.RuleAlertsPerSecond, rules: map[string]*bucket{}}}
+	seed := maphash.MakeSeed()
+	for i := range n {
+		w := &Engine{cfg: workerConfig(cfg, n), global: newBucket(cfg.AlertsPerSecond), clock: time.Now,
+			gate: p.gate, shard: shard{i: i, n: n, seed: seed}}
+		w.install(set, nil)
+		p.workers = append(p.workers, w)
+	}
+	return p
+}
+
+// each runs f on every worker in parallel and waits, then chains and
+// emits what they raised.
+func (p *pool) each(f func(w *Engine)) {
+	var wg sync.WaitGroup
+	for _, w := range p.workers[1:] {
+		wg.Go(func() { f(w) })
+	}
+	f(p.workers[0])
+	wg.Wait()
+	p.settle()
+}
+
+func (p *pool) batch(source Source, evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	newest := p.workers[0].mark(evs) // once: the workers only read events
+	p.each(func(w *Engine) { w.runMarked(source, evs, newest) })
+}
+
+func (p *pool) buffer(n int) []Event {
+	if cap(p.events) < n {
+		p.events = make([]Event, n)
+	}
+	return p.events[:n]
+}
+
+// collect takes what the workers raised since the last call, in rule
+// order as one engine raises it (each rule's alerts in the order its
+// keys' owners raised them).
+func (p *pool) collect() {
+	n := len(p.chain)
+	for _, w := range p.workers {
+		p.chain = append(p.chain, w.chain...)
+		w.pending, w.chain = w.pending[:0], w.chain[:0]
+	}
+	slices.SortStableFunc(p.chain[n:], func(a, b chained) int { return cmp.Compare(a.pos, b.pos) })
+	for _, c := range p.chain[n:] {
+		p.pending = append(p.pending, c.a)
+	}
+}
+
+// settle chains the alerts raised to the rules reading alerts, on every
+// worker (the owner of each key reads it), up to maxChainDepth, and
+// emits everything raised.
+func (p *pool) settle() {
+	p.collect()
+	for len(p.chain) > 0 {
+		batch := p.chain
+		p.chain = nil
+		evs := make([]Event, 0, len(batch))
+		d := 0
+		for _, c := range batch {
+			if c.depth >= maxChainDepth {
+				p.chainDropped++
+				continue
+			}
+			var ev Event
+			ev.FromAlert(&c.a)
+			evs = append(evs, ev)
+			d = max(d, c.depth)
+		}
+		for _, w := range p.workers {
+			w.runChained(evs, d+1)
+		}
+		p.collect()
+	}
+	if len(p.pending) > 0 && p.emit != nil {
+		p.emit(p.pending)
+	}
+	p.pending = p.pending[:0]
+}
+
+// stats merges the workers' rule counters: the events every worker saw
+// once, the rest summed.
+func (p *pool) stats() []RuleStats {
+	var out []RuleStats
+	for i, w := range p.workers {
+		ws := w.Stats()
+		if i == 0 {
+			out = ws
+			continue
+		}
+		for j := range ws {
+			o, s := &out[j], &ws[j]
+			o.Matches += s.Matches
+			o.Late += s.Late
+			o.Evictions += s.Evictions
+			o.StateFull += s.StateFull
+			o.Suppressed += s.Suppressed
+			o.Starts += s.Starts
+			o.Updates += s.Updates
+			o.Ends += s.Ends
+			o.EvalSeconds += s.EvalSeconds
+			o.ShedKeys += s.ShedKeys
+			o.ShedEvents += s.ShedEvents
+			o.ShedCPU += s.ShedCPU
+			o.Keys += s.Keys
+			o.Active += s.Active
+		}
+	}
+	total := 0.0
+	for _, s := range out {
+		total += s.EvalSeconds
+	}
+	for i := range out {
+		out[i].EvalShare = 0
+		if total > 0 {
+			out[i].EvalShare = out[i].EvalSeconds / total
+		}
+	}
+	return out
+}
+
+func (p *pool) engineStats() EngineStats {
+	var es EngineStats
+	for i, w := range p.workers {
+		ws := w.EngineStats()
+		if i == 0 {
+			es = ws
+			continue
+		}
+		es.Suppressed += ws.Suppressed
+		es.MemoryBytes += ws.MemoryBytes
+		es.MemoryLimit += ws.MemoryLimit
+		es.CPULoad = max(es.CPULoad, ws.CPULoad)
+		es.CPUShedLevel = max(es.CPUShedLevel, ws.CPUShedLevel)
+	}
+	es.ChainDropped += p.chainDropped
+	es.Workers = len(p.workers)
+	return es
+}
