@@ -35,6 +35,9 @@ type dispatch struct {
 	// check is, per rule, the rest of its guard to test on an index hit;
 	// nil when the index key decides alone.
 	check []*guard
+	// part is, per rule, the owned bits (workers.go) an event needs for
+	// this worker to route it to the rule; 0: no check.
+	part []uint64
 }
 
 // prefixIndex finds the rules indexed under prefixes holding an address:
@@ -122,13 +125,14 @@ const maxCheckPrefixes = 8
 
 // newDispatch indexes the rules of rules reading source.
 func newDispatch(rules []*ruleState, source Source) *dispatch {
-	d := &dispatch{n: len(rules), check: make([]*guard, len(rules)), all: make([]bool, len(rules)), exact: make([]bool, len(rules)),
+	d := &dispatch{n: len(rules), check: make([]*guard, len(rules)), all: make([]bool, len(rules)), exact: make([]bool, len(rules)), part: make([]uint64, len(rules)),
 		dport: map[uint16][]int32{}, sport: map[uint16][]int32{}}
 	for i, rs := range rules {
 		if rs.r.sources&(1<<source) == 0 {
 			continue
 		}
 		rid := int32(i)
+		d.part[i] = rs.partMask()
 		g := rs.r.guard
 		if g.empty() {
 			continue // no event can match
@@ -191,6 +195,7 @@ func newDispatch(rules []*ruleState, source Source) *dispatch {
 type routing struct {
 	lists [][]int32 // per rule: the indices of its events
 	mark  []uint64  // rules with events, a bit each in engine order
+	own   uint64    // the event's owned partitions
 }
 
 func (rt *routing) reset(n int) {
@@ -200,8 +205,9 @@ func (rt *routing) reset(n int) {
 	}
 }
 
-// route queues each event for the rules that can match it.
-func (d *dispatch) route(evs []Event, rt *routing) {
+// route queues each event for the rules that can match it; owned:
+// per event the partitions this worker owns (nil: all).
+func (d *dispatch) route(evs []Event, owned []uint64, rt *routing) {
 	rt.reset(d.n)
 	for i := range evs {
 		ev := &evs[i]
@@ -209,6 +215,10 @@ func (d *dispatch) route(evs []Event, rt *routing) {
 			continue
 		}
 		ei := int32(i)
+		rt.own = ^uint64(0)
+		if owned != nil {
+			rt.own = owned[i]
+		}
 		d.dst.route(d, ev, ev.DstAddr, ei, rt)
 		d.src.route(d, ev, ev.SrcAddr, ei, rt)
 		if len(d.dport) > 0 {
@@ -239,6 +249,9 @@ func (p *prefixIndex) route(d *dispatch, ev *Event, a netip.Addr, ei int32, rt *
 
 func (d *dispatch) hit(rids []int32, ev *Event, ei int32, rt *routing) {
 	for _, rid := range rids {
+		if m := d.part[rid]; m != 0 && rt.own&m == 0 {
+			continue // another worker's
+		}
 		if c := d.check[rid]; c != nil && !c.admits(ev) {
 			continue
 		}

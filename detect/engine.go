@@ -74,6 +74,8 @@ type Engine struct {
 	pool    *pool
 	shard   shard
 	gate    *gate
+	parts   []part       // the partitions of the rules' keys (workers.go)
+	owned   []uint64     // per event of the batch, the partitions owned
 	pending []flow.Alert // to emit at the end of the call
 	chain   []chained    // alerts to feed back to rules reading alerts
 	stats   engineStats
@@ -131,6 +133,7 @@ func (e *Engine) install(set *RuleSet, old []*ruleState) {
 		rs.stats.seen = e.seen
 		e.rules = append(e.rules, rs)
 	}
+	e.installParts()
 	for _, src := range []Source{SourceSamples, SourceFlows} {
 		e.disp[src] = newDispatch(e.rules, src)
 	}
@@ -334,6 +337,7 @@ func (e *Engine) mark(evs []Event) (newest int64) {
 func (e *Engine) runMarked(source Source, evs []Event, newest int64) {
 	latest := max(e.now, newest)
 	e.seen[source] += uint64(len(evs))
+	e.markOwned(evs)
 	if e.naive || e.disp[source] == nil {
 		t := e.clock()
 		for _, rs := range e.rules {
@@ -363,7 +367,11 @@ func (e *Engine) runMarked(source Source, evs []Event, newest int64) {
 func (e *Engine) dispatch(source Source, evs []Event) {
 	d := e.disp[source]
 	t0 := e.clock()
-	d.route(evs, &e.rt)
+	var owned []uint64
+	if e.shard.n > 1 && len(e.parts) > 0 {
+		owned = e.owned
+	}
+	d.route(evs, owned, &e.rt)
 	t := e.clock()
 	route := uint64(t.Sub(t0))
 	routed := 0
@@ -459,6 +467,7 @@ func (e *Engine) runChained(evs []Event, depth int) {
 		return
 	}
 	e.seen[SourceAlerts] += uint64(len(evs))
+	e.markOwned(evs)
 	for _, rs := range e.rules {
 		if rs.r.sources&(1<<SourceAlerts) == 0 {
 			continue

@@ -296,7 +296,11 @@ func scaleTotals(e *Engine) (events, matches uint64, keys int) {
 // sensor whose hosts are known.
 func scaleRun(b *testing.B, set *RuleSet, pool [][]Event) {
 	alerts := 0
-	e := NewEngine(set, EngineConfig{}, func(as []flow.Alert) { alerts += len(as) })
+	workers := 1
+	if _, w, ok := strings.Cut(b.Name(), "/workers="); ok {
+		fmt.Sscanf(w, "%d", &workers)
+	}
+	e := NewEngine(set, EngineConfig{Workers: workers}, func(as []flow.Alert) { alerts += len(as) })
 	e.naive = strings.HasSuffix(b.Name(), "/naive")
 	offs := make([]int64, scaleBatch)
 	for j := range offs {
@@ -380,6 +384,27 @@ func BenchmarkEngineScalePack(b *testing.B) {
 	evs, _ := engBenchBatch(scaleBatch)
 	for _, mode := range scaleModes {
 		b.Run(mode, func(b *testing.B) { scaleRun(b, set, [][]Event{evs}) })
+	}
+}
+
+// BenchmarkEngineScaleWorkers: the engine at 1 and 2 workers (cores),
+// 10,000 rules of each shape and the built-in pack. Each worker routes
+// and filters every event, and updates only its own keys.
+func BenchmarkEngineScaleWorkers(b *testing.B) {
+	for _, w := range []int{1, 2} {
+		for _, sh := range scaleShapes {
+			b.Run(fmt.Sprintf("%s/rules=10000/workers=%d", sh.name, w), func(b *testing.B) {
+				scaleRun(b, scaleLoad(b, scaleRules(sh, 10000, scaleFile)), scalePool(sh, 10000))
+			})
+		}
+		b.Run(fmt.Sprintf("pack/workers=%d", w), func(b *testing.B) {
+			set, err := Load(Options{Builtin: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs, _ := engBenchBatch(scaleBatch)
+			scaleRun(b, set, [][]Event{evs})
+		})
 	}
 }
 

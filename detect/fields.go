@@ -110,22 +110,11 @@ func makeKeyDir(e *Event, group []groupField, reverse bool) (k keyBuf, ok bool) 
 			if g.dst != reverse {
 				a = e.DstAddr
 			}
-			switch {
-			case a.Is4():
-				if g.bits4 < 32 {
-					p, _ := a.Prefix(g.bits4)
-					a = p.Addr()
-				}
-				k[off] = 4
-			case a.Is6():
-				if g.bits6 < 128 {
-					p, _ := a.Prefix(g.bits6)
-					a = p.Addr()
-				}
-				k[off] = 6
-			default:
+			a, fam := keyPrefix(a, g.bits4, g.bits6)
+			if fam == 0 {
 				return k, false
 			}
+			k[off] = fam
 			b := a.As16()
 			copy(k[off+1:off+17], b[:])
 			off += 17
@@ -142,6 +131,26 @@ func makeKeyDir(e *Event, group []groupField, reverse bool) (k keyBuf, ok bool) 
 		}
 	}
 	return k, true
+}
+
+// keyPrefix is an address as a key holds it: masked to bits4 or bits6,
+// and its family (4 or 6; 0: no address).
+func keyPrefix(a netip.Addr, bits4, bits6 int) (netip.Addr, byte) {
+	switch {
+	case a.Is4():
+		if bits4 < 32 {
+			p, _ := a.Prefix(bits4)
+			a = p.Addr()
+		}
+		return a, 4
+	case a.Is6():
+		if bits6 < 128 {
+			p, _ := a.Prefix(bits6)
+			a = p.Addr()
+		}
+		return a, 6
+	}
+	return a, 0
 }
 
 // keyAddr returns the key's first address, for host groups.

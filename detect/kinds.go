@@ -105,7 +105,7 @@ type seqState struct {
 }
 
 // sequenceEvent moves a key through the rule's steps.
-func (rs *ruleState) sequenceEvent(e *Engine, source Source, ev *Event) {
+func (rs *ruleState) sequenceEvent(e *Engine, source Source, ev *Event, own uint64) {
 	r := rs.r
 	var match uint64
 	for i, st := range r.steps {
@@ -117,7 +117,7 @@ func (rs *ruleState) sequenceEvent(e *Engine, source Source, ev *Event) {
 		return
 	}
 	k, ok := makeKey(ev, r.group)
-	if !e.shard.owns(ok, &k) {
+	if !e.owns(rs, ok, &k, own, false) {
 		return // another worker's key
 	}
 	rs.stats.matches++

@@ -41,6 +41,7 @@ type ruleState struct {
 	lateness   int64
 	depth      int     // chain depth of the alerts being processed
 	pos        int32   // index in the engine's rules
+	part       int     // the partition of its keys among workers; -1: none (workers.go)
 	mem        *budget // the engine's memory budget; nil: none
 	keyBytes   int64   // the estimate of one key's state
 	peak       int     // the most keys held since the map was made
@@ -194,7 +195,7 @@ func (rs *ruleState) drop(k keyBuf, ks *keyState) {
 func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32, exact bool) {
 	if idx == nil {
 		for i := range evs {
-			rs.event(e, source, &evs[i], false)
+			rs.event(e, source, &evs[i], false, e.ownership(i))
 			if m := rs.mem; m != nil && m.limit > 0 && m.used > m.limit {
 				m.settle(rs)
 			}
@@ -202,7 +203,7 @@ func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32,
 		return
 	}
 	for _, i := range idx {
-		rs.event(e, source, &evs[i], exact)
+		rs.event(e, source, &evs[i], exact, e.ownership(int(i)))
 		if m := rs.mem; m != nil && m.limit > 0 && m.used > m.limit {
 			m.settle(rs)
 		}
@@ -211,23 +212,23 @@ func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32,
 
 // event runs the rule over one event; matched: its filter is known to
 // match it.
-func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool) {
+func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool, own uint64) {
 	r := rs.r
 	if ev.allowed || source == SourceAlerts && ev.Rule == r.name {
 		return // a rule does not read its own alerts
 	}
 	if r.kind == kindSequence {
-		rs.sequenceEvent(e, source, ev)
+		rs.sequenceEvent(e, source, ev, own)
 		return
 	}
 	if r.hasReverse && r.revFilter(ev) {
-		rs.reverseEvent(e, ev)
+		rs.reverseEvent(e, ev, own)
 	}
 	if !(matched && !ev.mapped) && !r.filter(ev) {
 		return
 	}
 	k, ok := makeKey(ev, r.group)
-	if !e.shard.owns(ok, &k) {
+	if !e.owns(rs, ok, &k, own, false) {
 		return // another worker's key
 	}
 	rs.stats.matches++
@@ -253,10 +254,10 @@ func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool) {
 // reverseEvent accounts an event in the reverse measures of the key it
 // has seen from its other end. It keeps the key alive but is not a
 // sample of it: min_samples, evidence, alerts and rates ignore it.
-func (rs *ruleState) reverseEvent(e *Engine, ev *Event) {
+func (rs *ruleState) reverseEvent(e *Engine, ev *Event, own uint64) {
 	r := rs.r
 	k, ok := makeKeyDir(ev, r.group, true)
-	if !ok || !e.shard.owns(true, &k) {
+	if !ok || !e.owns(rs, true, &k, own, true) {
 		return
 	}
 	// Only keys traffic the rule reads has made: the other way of every

@@ -3,6 +3,7 @@ package detect
 import (
 	"cmp"
 	"hash/maphash"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -249,4 +250,128 @@ func (p *pool) engineStats() EngineStats {
 	es.ChainDropped += p.chainDropped
 	es.Workers = len(p.workers)
 	return es
+}
+
+// Partitions. Most rules key by an address (dst_addr, src_addr/24): a
+// worker then owns a key by the hash of that address as the key holds it,
+// which it can tell from the event before any rule runs. Per batch each
+// worker marks, per distinct partition in its rules (at most maxParts),
+// which events' forward and reverse addresses it owns; dispatch skips
+// the rules it does not own an event for, so a worker's routing, filters
+// and cold rule state follow its share of the events. Rules keyed by no
+// address are owned by the hash of their whole key.
+
+// maxParts bounds the distinct partitions (two bits each in a uint64).
+const maxParts = 32
+
+// part is an address a key holds: which one, and masked how.
+type part struct {
+	dst          bool
+	bits4, bits6 int
+}
+
+// partOf is the partition of a rule: its key's first address field.
+func partOf(r *rule) (part, bool) {
+	for _, g := range r.group {
+		if g.kind == gAddr {
+			return part{dst: g.dst, bits4: g.bits4, bits6: g.bits6}, true
+		}
+	}
+	return part{}, false
+}
+
+// installParts numbers the partitions of the rules (rs.part: -1 for
+// none) and the mask dispatch checks per rule.
+func (e *Engine) installParts() {
+	e.parts = e.parts[:0]
+	for _, rs := range e.rules {
+		rs.part = -1
+		p, ok := partOf(rs.r)
+		if !ok || e.shard.n <= 1 {
+			continue
+		}
+		i := slices.Index(e.parts, p)
+		if i < 0 && len(e.parts) < maxParts {
+			i = len(e.parts)
+			e.parts = append(e.parts, p)
+		}
+		rs.part = i
+	}
+}
+
+// owned is, per event of the batch, the bits of the addresses this
+// worker owns: 1 << 2p for partition p's forward address, 1 << (2p+1)
+// for its reverse one.
+func (e *Engine) markOwned(evs []Event) {
+	if e.shard.n <= 1 || len(e.parts) == 0 {
+		return
+	}
+	if cap(e.owned) < len(evs) {
+		e.owned = make([]uint64, len(evs))
+	}
+	e.owned = e.owned[:len(evs)]
+	for i := range evs {
+		ev := &evs[i]
+		var m uint64
+		for p, pt := range e.parts {
+			fwd, rev := ev.SrcAddr, ev.DstAddr
+			if pt.dst {
+				fwd, rev = rev, fwd
+			}
+			if e.ownsAddr(fwd, pt) {
+				m |= 1 << (2 * p)
+			}
+			if e.ownsAddr(rev, pt) {
+				m |= 1 << (2*p + 1)
+			}
+		}
+		e.owned[i] = m
+	}
+}
+
+func (e *Engine) ownsAddr(a netip.Addr, pt part) bool {
+	a, fam := keyPrefix(a, pt.bits4, pt.bits6)
+	if fam == 0 {
+		return e.shard.i == 0 // no key: the first worker counts it
+	}
+	return maphash.Comparable(e.shard.seed, a)%uint64(e.shard.n) == uint64(e.shard.i)
+}
+
+// ownership is the owned bits of event i of the batch (all set with one
+// worker).
+func (e *Engine) ownership(i int) uint64 {
+	if e.shard.n <= 1 || len(e.parts) == 0 {
+		return ^uint64(0)
+	}
+	return e.owned[i]
+}
+
+// owns reports whether the worker owns key k of rs (made, ok, from the
+// event whose owned bits are own; reverse: seen from its other end).
+func (e *Engine) owns(rs *ruleState, ok bool, k *keyBuf, own uint64, reverse bool) bool {
+	switch {
+	case e.shard.n <= 1:
+		return true
+	case !ok:
+		return e.shard.i == 0
+	case rs.part < 0:
+		return e.shard.owns(ok, k)
+	case reverse:
+		return own&(1<<(2*rs.part+1)) != 0
+	}
+	return own&(1<<(2*rs.part)) != 0
+}
+
+// partMask is what dispatch needs of an event's owned bits to route it
+// to rs: its forward address, or for reverse measures either; 0 for a
+// rule with no partition (routed, its key decides).
+func (rs *ruleState) partMask() uint64 {
+	if rs.part < 0 {
+		return 0
+	}
+	m := uint64(1) << (2 * rs.part)
+	if rs.r.hasReverse {
+		m |= 1 << (2*rs.part + 1)
+	}
+	return m
 }
