@@ -167,12 +167,12 @@ func newDispatch(rules []*ruleState, source Source) *dispatch {
 			}
 			rest.proto = allBits
 		default:
-			if g.flags == allBits && g.dport.any && g.sport.any && g.dst.any && g.src.any {
+			if g.flags == allBits && g.dport.any && g.sport.any && g.dst.any && g.src.any && d.part[i] == 0 {
 				d.every = append(d.every, rid)
 				d.all[i] = true
 				continue
 			}
-			for p := range 256 { // checked against the rest on every event
+			for p := range 256 { // checked on every event: its guard, a worker's share
 				d.proto[p] = append(d.proto[p], rid)
 			}
 		}

@@ -28,7 +28,8 @@ const MaxWorkers = 64
 // shard is which keys a worker owns: those whose hash is i modulo n.
 type shard struct {
 	i, n int
-	seed maphash.Seed
+	seed maphash.Seed // keys of rules with no address
+	salt uint64       // addresses
 }
 
 // owns reports whether the worker owns key k; a key that could not be
@@ -110,9 +111,10 @@ func newPool(set *RuleSet, cfg EngineConfig, emit func([]flow.Alert)) *pool {
 	n := min(cfg.Workers, MaxWorkers)
 	p := &pool{emit: emit, gate: &gate{global: newBucket(cfg.AlertsPerSecond), rate: cfg.RuleAlertsPerSecond, rules: map[string]*bucket{}}}
 	seed := maphash.MakeSeed()
+	salt := maphash.Comparable(seed, 0)
 	for i := range n {
 		w := &Engine{cfg: workerConfig(cfg, n), global: newBucket(cfg.AlertsPerSecond), clock: time.Now,
-			gate: p.gate, shard: shard{i: i, n: n, seed: seed}}
+			gate: p.gate, shard: shard{i: i, n: n, seed: seed, salt: salt}}
 		w.install(set, nil)
 		p.workers = append(p.workers, w)
 	}
@@ -334,7 +336,7 @@ func (e *Engine) ownsAddr(a netip.Addr, pt part) bool {
 	if fam == 0 {
 		return e.shard.i == 0 // no key: the first worker counts it
 	}
-	return maphash.Comparable(e.shard.seed, a)%uint64(e.shard.n) == uint64(e.shard.i)
+	return mix64(hashAddr(a)^e.shard.salt)%uint64(e.shard.n) == uint64(e.shard.i)
 }
 
 // ownership is the owned bits of event i of the batch (all set with one
