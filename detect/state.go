@@ -161,7 +161,7 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 	var ks *keyState
 	if n := len(rs.free); n > 0 {
 		ks, rs.free = rs.free[n-1], rs.free[:n-1]
-		ks.reuse(k, limits)
+		ks.reuse(rs.r, k, limits)
 	} else {
 		ks = newKeyState(rs.r, k, limits)
 	}

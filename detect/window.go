@@ -75,16 +75,26 @@ func newKeyState(r *rule, k keyBuf, limits []float64) *keyState {
 }
 
 // reuse resets a dropped key state for another key.
-func (ks *keyState) reuse(k keyBuf, limits []float64) {
+func (ks *keyState) reuse(r *rule, k keyBuf, limits []float64) {
+	if nd := len(ks.distinct); nd > 0 {
+		// The sketches of the slots that counted something (a slot
+		// leaving the window reset its own).
+		w := len(ks.win)
+		for pos := range r.nslots {
+			for i := range r.measures {
+				m := &r.measures[i]
+				if m.kind == mDistinct && ks.rows[pos*w+m.col] != 0 {
+					if sk := ks.hll[pos*nd+m.dslot]; sk != nil {
+						sk.Reset()
+					}
+				}
+			}
+		}
+	}
 	clear(ks.rows)
 	clear(ks.win)
 	for i := range ks.slotIdx {
 		ks.slotIdx[i] = -1
-	}
-	for _, sk := range ks.hll {
-		if sk != nil {
-			sk.Reset()
-		}
 	}
 	clear(ks.distinct)
 	for i := range ks.evidence {
@@ -111,14 +121,21 @@ func (ks *keyState) advance(r *rule, s int64) {
 		pos := int(i % n)
 		row := ks.rows[pos*w : pos*w+w]
 		if ks.slotIdx[pos] >= 0 {
+			if nd > 0 {
+				// Only a sketch that counted something in the slot (its
+				// column) is reset: Reset costs its capacity even empty.
+				for k := range r.measures {
+					m := &r.measures[k]
+					if m.kind == mDistinct && row[m.col] != 0 {
+						if sk := ks.hll[pos*nd+m.dslot]; sk != nil {
+							sk.Reset()
+						}
+					}
+				}
+			}
 			for j, v := range row {
 				ks.win[j] -= v
 				row[j] = 0
-			}
-			for d := 0; d < nd; d++ {
-				if sk := ks.hll[pos*nd+d]; sk != nil {
-					sk.Reset()
-				}
 			}
 		}
 		ks.slotIdx[pos] = i
