@@ -41,7 +41,6 @@ func (b bits256) and(o bits256) bits256 {
 func (b bits256) or(o bits256) bits256 {
 	return bits256{b[0] | o[0], b[1] | o[1], b[2] | o[2], b[3] | o[3]}
 }
-func (b bits256) not() bits256 { return bits256{^b[0], ^b[1], ^b[2], ^b[3]} }
 
 // bitsWhere is the set of byte values v for which keep(v) holds.
 func bitsWhere(keep func(v uint8) bool) bits256 {
