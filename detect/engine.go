@@ -444,22 +444,28 @@ func (e *Engine) relist() {
 // the alerts those raise, up to maxChainDepth.
 func (e *Engine) feedChain() {
 	for len(e.chain) > 0 {
-		batch := e.chain
+		evs, d, dropped := chainEvents(e.chain)
 		e.chain = nil
-		evs := make([]Event, 0, len(batch))
-		d := 0
-		for _, c := range batch {
-			if c.depth >= maxChainDepth {
-				e.stats.chainDropped++
-				continue
-			}
-			var ev Event
-			ev.FromAlert(&c.a)
-			evs = append(evs, ev)
-			d = max(d, c.depth)
-		}
+		e.stats.chainDropped += dropped
 		e.runChained(evs, d+1)
 	}
+}
+
+// chainEvents is the events of alerts to chain, and their deepest chain
+// depth; those at maxChainDepth are dropped and counted.
+func chainEvents(batch []chained) (evs []Event, depth int, dropped uint64) {
+	evs = make([]Event, 0, len(batch))
+	for _, c := range batch {
+		if c.depth >= maxChainDepth {
+			dropped++
+			continue
+		}
+		var ev Event
+		ev.FromAlert(&c.a)
+		evs = append(evs, ev)
+		depth = max(depth, c.depth)
+	}
+	return evs, depth, dropped
 }
 
 func (e *Engine) runChained(evs []Event, depth int) {

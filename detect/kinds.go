@@ -116,15 +116,7 @@ func (rs *ruleState) sequenceEvent(e *Engine, source Source, ev *Event, own uint
 	if match == 0 {
 		return
 	}
-	k, ok := makeKey(ev, r.group)
-	if !e.owns(rs, ok, &k, own, false) {
-		return // another worker's key
-	}
-	rs.stats.matches++
-	if !ok {
-		return
-	}
-	ks := rs.key(k, ev.Time)
+	ks := rs.matched(e, ev, own)
 	if ks == nil {
 		return
 	}

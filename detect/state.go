@@ -210,9 +210,9 @@ func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32,
 	}
 }
 
-// event runs the rule over one event; matched: its filter is known to
-// match it.
-func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool, own uint64) {
+// event runs the rule over one event; known: its filter is known to
+// match it; own: the partitions this worker owns of it (workers.go).
+func (rs *ruleState) event(e *Engine, source Source, ev *Event, known bool, own uint64) {
 	r := rs.r
 	if ev.allowed || source == SourceAlerts && ev.Rule == r.name {
 		return // a rule does not read its own alerts
@@ -224,18 +224,10 @@ func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool, ow
 	if r.hasReverse && r.revFilter(ev) {
 		rs.reverseEvent(e, ev, own)
 	}
-	if !(matched && !ev.mapped) && !r.filter(ev) {
+	if !(known && !ev.mapped) && !r.filter(ev) {
 		return
 	}
-	k, ok := makeKey(ev, r.group)
-	if !e.owns(rs, ok, &k, own, false) {
-		return // another worker's key
-	}
-	rs.stats.matches++
-	if !ok {
-		return
-	}
-	ks := rs.key(k, ev.Time)
+	ks := rs.matched(e, ev, own)
 	if ks == nil {
 		return
 	}
@@ -249,6 +241,21 @@ func (rs *ruleState) event(e *Engine, source Source, ev *Event, matched bool, ow
 	case kindAbsence:
 		rs.absenceEvent(e, ks, ev)
 	}
+}
+
+// matched counts an event the rule's filter kept, and finds or makes its
+// key's state: nil when the key is another worker's, cannot be made, or
+// there is no room for it.
+func (rs *ruleState) matched(e *Engine, ev *Event, own uint64) *keyState {
+	k, ok := makeKey(ev, rs.r.group)
+	if !e.owns(rs, ok, &k, own, false) {
+		return nil // another worker's key
+	}
+	rs.stats.matches++
+	if !ok {
+		return nil
+	}
+	return rs.key(k, ev.Time)
 }
 
 // reverseEvent accounts an event in the reverse measures of the key it

@@ -169,20 +169,9 @@ func (p *pool) collect() {
 func (p *pool) settle() {
 	p.collect()
 	for len(p.chain) > 0 {
-		batch := p.chain
+		evs, d, dropped := chainEvents(p.chain)
 		p.chain = nil
-		evs := make([]Event, 0, len(batch))
-		d := 0
-		for _, c := range batch {
-			if c.depth >= maxChainDepth {
-				p.chainDropped++
-				continue
-			}
-			var ev Event
-			ev.FromAlert(&c.a)
-			evs = append(evs, ev)
-			d = max(d, c.depth)
-		}
+		p.chainDropped += dropped
 		for _, w := range p.workers {
 			w.runChained(evs, d+1)
 		}
