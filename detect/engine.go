@@ -63,11 +63,14 @@ type Engine struct {
 	disp  [len(sourceNames)]*dispatch
 	rt    routing
 	naive bool
-	seen  [len(sourceNames)]uint64 // events run, per source
-	live  []int32                  // rules with running alerts (noteLive)
-	mem   budget
-	cpu   cpuGuard
-	clock func() time.Time // wall clock, for engine time and the CPU guard
+	// fullSweep: sweeps scan every key of every rule, without wheels (the
+	// wheel test's reference).
+	fullSweep bool
+	seen      [len(sourceNames)]uint64 // events run, per source
+	live      []int32                  // rules with running alerts (noteLive)
+	mem       budget
+	cpu       cpuGuard
+	clock     func() time.Time // wall clock, for engine time and the CPU guard
 	// With detect.workers > 1 the engine is a pool of workers, each an
 	// engine owning the keys that hash to it (workers.go): pool is set
 	// on the engine the daemon holds, shard/gate on each worker.
@@ -131,6 +134,9 @@ func (e *Engine) install(set *RuleSet, old []*ruleState) {
 		}
 		rs := newRuleState(r, set, e.cfg.RuleAlertsPerSecond)
 		rs.stats.seen = e.seen
+		if !e.fullSweep {
+			rs.wheel = newWheel(r, rs.lateness)
+		}
 		e.rules = append(e.rules, rs)
 	}
 	e.installParts()

@@ -34,6 +34,9 @@ type evictLevels struct {
 	epoch    uint32 // halvings so far (each at most 8 at once: a uint8 count is 0 after)
 	decayAt  int64  // event time of the last halving, a multiple of halfLife
 	halfLife int64
+	// unlinked: keys taken out for their running alert, for a sweep to
+	// link again once it has ended (wheel.go; a full sweep finds them).
+	unlinked []*keyState
 }
 
 // evictMax is the highest count: keys with more events are ranked alike,
@@ -132,6 +135,7 @@ func (lv *evictLevels) victim() *keyState {
 		ks := lv.level[l].head
 		if ks.alert != nil {
 			lv.unlink(ks)
+			lv.unlinked = append(lv.unlinked, ks) // linked again once its alert ends (sweep)
 			continue
 		}
 		if c := lv.count(ks); c > l {

@@ -44,6 +44,7 @@ type ruleState struct {
 	part       int     // the partition of its keys among workers; -1: none (workers.go)
 	mem        *budget // the engine's memory budget; nil: none
 	keyBytes   int64   // the estimate of one key's state
+	wheel      *wheel  // threshold rules: keys by the second last seen (wheel.go); nil: full sweeps
 	peak       int     // the most keys held since the map was made
 	live       bool    // in the engine's live list: has running alerts
 	evict      evictLevels
@@ -167,6 +168,9 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 	}
 	ks.first, ks.last = t, t
 	rs.keys[k] = ks
+	if rs.wheel != nil {
+		rs.wheel.place(ks)
+	}
 	rs.grew()
 	lv.link(ks, 1)
 	return ks
@@ -180,6 +184,9 @@ const maxFree = 1024
 func (rs *ruleState) drop(k keyBuf, ks *keyState) {
 	if ks.ev.linked {
 		rs.evict.unlink(ks)
+	}
+	if rs.wheel != nil {
+		rs.wheel.forget(ks)
 	}
 	delete(rs.keys, k)
 	if len(rs.free) < maxFree {
@@ -282,6 +289,9 @@ func (rs *ruleState) reverseEvent(e *Engine, ev *Event, own uint64) {
 	ks.advance(r, s)
 	ks.addReverse(r, ev, s)
 	ks.last = max(ks.last, ev.Time)
+	if rs.wheel != nil {
+		rs.wheel.place(ks)
+	}
 }
 
 // windowEvent adds an event to its slot of the key's window. It reports
@@ -311,6 +321,9 @@ func (rs *ruleState) windowEvent(ks *keyState, ev *Event) bool {
 	}
 	ks.first = min(ks.first, ev.Time)
 	ks.last = max(ks.last, ev.Time)
+	if rs.wheel != nil {
+		rs.wheel.place(ks)
+	}
 	if a := ks.alert; a != nil {
 		a.account(ev)
 	}
@@ -355,6 +368,12 @@ func (rs *ruleState) tick(e *Engine, now int64, sweep bool) {
 func (rs *ruleState) sweep(e *Engine, now int64) {
 	r := rs.r
 	wnow := now - rs.lateness
+	if rs.wheel != nil {
+		rs.sweepWheel(wnow - r.window)
+		return
+	}
+	clear(rs.evict.unlinked) // the scan finds them
+	rs.evict.unlinked = rs.evict.unlinked[:0]
 	for k, ks := range rs.keys {
 		if ks.alert != nil {
 			continue

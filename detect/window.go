@@ -39,6 +39,7 @@ type keyState struct {
 
 	first, last int64     // first and last event time seen
 	ev          evictLink // its place in the rule's eviction order (state.go); by last: one cache line
+	wl          wheelLink // its place in the rule's wheel (wheel.go)
 	limits      []float64
 	evidence    []topK
 	evStart     int64 // slot index since which evidence counts
