@@ -193,9 +193,10 @@ func newDispatch(rules []*ruleState, source Source) *dispatch {
 
 // routing is a batch's events per rule, reused from batch to batch.
 type routing struct {
-	lists [][]int32 // per rule: the indices of its events
-	mark  []uint64  // rules with events, a bit each in engine order
-	own   uint64    // the event's owned partitions
+	lists  [][]int32 // per rule: the indices of its events
+	mark   []uint64  // rules with events, a bit each in engine order
+	own    uint64    // the event's owned partitions
+	routed int       // events queued in all, this batch
 }
 
 func (rt *routing) reset(n int) {
@@ -209,6 +210,7 @@ func (rt *routing) reset(n int) {
 // per event the partitions this worker owns (nil: all).
 func (d *dispatch) route(evs []Event, owned []uint64, rt *routing) {
 	rt.reset(d.n)
+	rt.routed = len(d.every) * len(evs)
 	for i := range evs {
 		ev := &evs[i]
 		if ev.allowed {
@@ -263,6 +265,7 @@ func (d *dispatch) hit(rids []int32, ev *Event, ei int32, rt *routing) {
 			rt.mark[rid>>6] |= 1 << (rid & 63)
 		}
 		rt.lists[rid] = append(l, ei)
+		rt.routed++
 	}
 }
 

@@ -107,6 +107,39 @@ func dispEvent(r *rand.Rand, t int64) Event {
 	return ev
 }
 
+// dispTraffic shapes random batches: each of 1 to 150 events, samples
+// or flow records, step apart (at most, in ns); one event in lateOdds
+// is up to lateN lateUnits late; every jumpEvery batches the clock
+// jumps up to a minute.
+type dispTraffic struct {
+	batches, step   int
+	lateOdds, lateN int
+	lateUnit        int64
+	jumpEvery       int
+}
+
+// dispBatches is random traffic of the shape tr, and each batch's source.
+func dispBatches(r *rand.Rand, tr dispTraffic) (batches [][]Event, sources []Source) {
+	at := engT0
+	for i := range tr.batches {
+		b := make([]Event, 1+r.IntN(150))
+		src := []Source{SourceSamples, SourceSamples, SourceFlows}[r.IntN(3)]
+		if tr.jumpEvery > 0 && i%tr.jumpEvery == tr.jumpEvery-1 {
+			at += int64(r.IntN(60)) * int64(time.Second)
+		}
+		for j := range b {
+			at += int64(r.IntN(tr.step))
+			b[j] = dispEvent(r, at)
+			b[j].Source = src
+			if tr.lateOdds > 0 && r.IntN(tr.lateOdds) == 0 {
+				b[j].Time -= int64(r.IntN(tr.lateN)) * tr.lateUnit
+			}
+		}
+		batches, sources = append(batches, b), append(sources, src)
+	}
+	return batches, sources
+}
+
 // TestGuardIsNecessary: whatever a filter matches, its guard admits;
 // a guard marked exact admits only what its filter matches (addresses
 // not IPv4-mapped).
@@ -307,23 +340,7 @@ func TestDispatchMatchesNaive(t *testing.T) {
 			opts.Lists = []ListSpec{{Name: AllowList, Entries: []string{"10.1.3.0/24"}}}
 		}
 		set := engLoad(t, dispRules(t, r, 40+int(seed)*10), opts)
-		var batches [][]Event
-		var sources []Source
-		at := engT0
-		for range 80 {
-			n := 1 + r.IntN(150)
-			b := make([]Event, n)
-			src := []Source{SourceSamples, SourceSamples, SourceFlows}[r.IntN(3)]
-			for j := range b {
-				at += int64(r.IntN(200_000))
-				b[j] = dispEvent(r, at)
-				b[j].Source = src
-				if r.IntN(20) == 0 {
-					b[j].Time -= int64(r.IntN(2_000_000_000)) // out of order
-				}
-			}
-			batches, sources = append(batches, b), append(sources, src)
-		}
+		batches, sources := dispBatches(r, dispTraffic{batches: 80, step: 200_000, lateOdds: 20, lateN: 2_000_000_000, lateUnit: 1})
 		wantA, wantS := dispRun(t, set, true, batches, sources)
 		gotA, gotS := dispRun(t, set, false, batches, sources)
 		if len(wantA) < 20 {
@@ -425,146 +442,4 @@ func TestDispatchMatchesNaivePack(t *testing.T) {
 		t.Fatalf("differ:\nalerts %s\ncounters %s", gocmp.Diff(wantA, gotA), gocmp.Diff(wantS, gotS))
 	}
 	t.Logf("%d alerts of rules %v", len(wantA), rules)
-}
-
-// TestWorkersMatchOneEngine: an engine of 2 and of 3 workers raises
-// exactly the alerts, with the same counters, as one engine, over the
-// random rule sets of TestDispatchMatchesNaive (each key is its owner's,
-// chained rules read every worker's alerts). The chained rule reads the
-// alerts of a batch in rule order, each rule's in the order of its keys'
-// owners, not of the batch's events: its alerts are the same ones (rule,
-// key, state), their figures may differ.
-func TestWorkersMatchOneEngine(t *testing.T) {
-	split := func(as []flow.Alert) (plain []flow.Alert, chained map[string]int) {
-		chained = map[string]int{}
-		for _, a := range as {
-			if a.Rule == "chained" {
-				chained[fmt.Sprint(a.Key, a.State)]++
-				continue
-			}
-			plain = append(plain, a)
-		}
-		return plain, chained
-	}
-	for seed := range uint64(6) {
-		r := rand.New(rand.NewPCG(seed, 77))
-		set := engLoad(t, dispRules(t, r, 60), Options{})
-		var batches [][]Event
-		var sources []Source
-		at := engT0
-		for range 80 {
-			b := make([]Event, 1+r.IntN(150))
-			src := []Source{SourceSamples, SourceSamples, SourceFlows}[r.IntN(3)]
-			for j := range b {
-				at += int64(r.IntN(200_000))
-				b[j] = dispEvent(r, at)
-				b[j].Source = src
-			}
-			batches, sources = append(batches, b), append(sources, src)
-		}
-		wantA, wantS := dispRun(t, set, false, batches, sources)
-		want, wantC := split(wantA)
-		if len(wantC) == 0 {
-			t.Fatalf("seed %d: the chained rule raised nothing", seed)
-		}
-		for _, n := range []int{2, 3} {
-			gotA, gotS := dispRunWorkers(t, set, false, n, batches, sources)
-			got, gotC := split(gotA)
-			if d := gocmp.Diff(wantS, gotS); d != "" {
-				t.Fatalf("seed %d, %d workers: rule counters differ (-one +workers):\n%s", seed, n, d)
-			}
-			if !reflect.DeepEqual(want, got) {
-				t.Fatalf("seed %d, %d workers: alerts differ (-one +workers):\n%s", seed, n, gocmp.Diff(want, got))
-			}
-			if d := gocmp.Diff(wantC, gotC); d != "" {
-				t.Fatalf("seed %d, %d workers: chained alerts differ (-one +workers):\n%s", seed, n, d)
-			}
-		}
-	}
-}
-
-// TestWorkersShareTheAlertGate: the rate limits hold across workers, as
-// TestRateLimits and TestGlobalRateLimit check them on one engine.
-func TestWorkersShareTheAlertGate(t *testing.T) {
-	set := engLoad(t, `
-rules:
-  - name: one
-    group_by: [dst_addr]
-    measures: {n: {sum: samples}}
-    thresholds: {n: 1}
-  - name: two
-    group_by: [src_addr]
-    measures: {n: {sum: samples}}
-    thresholds: {n: 1}
-`, Options{})
-	for _, cfg := range []EngineConfig{
-		{AlertsPerSecond: 10, RuleAlertsPerSecond: 1000, Workers: 2},
-		{AlertsPerSecond: 1000, RuleAlertsPerSecond: 7, Workers: 3},
-	} {
-		rec := &engRecorder{}
-		e := NewEngine(set, cfg, rec.emit)
-		var evs []Event
-		for i := range 200 {
-			a := netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}).String()
-			evs = append(evs, engSyn(engMS(0), a, a, 1))
-		}
-		e.Events(SourceSamples, evs)
-		want := 2 * int(cfg.AlertsPerSecond)
-		if cfg.RuleAlertsPerSecond < cfg.AlertsPerSecond {
-			want = 2 * 2 * int(cfg.RuleAlertsPerSecond) // two rules, a burst of twice the rate each
-		}
-		if n := len(rec.alerts); n != want {
-			t.Errorf("%+v: %d alerts, want %d", cfg, n, want)
-		}
-		suppressed := uint64(0)
-		for _, s := range e.Stats() {
-			suppressed += s.Suppressed
-		}
-		if suppressed != uint64(400-want) {
-			t.Errorf("%+v: %d suppressed, want %d", cfg, suppressed, 400-want)
-		}
-		if es := e.EngineStats(); es.Workers != cfg.Workers {
-			t.Errorf("%d workers, want %d", es.Workers, cfg.Workers)
-		}
-	}
-}
-
-// TestWheelMatchesFullSweep: sweeping threshold rules by their wheels
-// drops exactly the keys a scan of every key drops: the same alerts and
-// counters (keys held included) over random rule sets, with late flow
-// records, out-of-order samples and clock jumps of up to a minute.
-func TestWheelMatchesFullSweep(t *testing.T) {
-	for seed := range uint64(8) {
-		r := rand.New(rand.NewPCG(seed, 55))
-		set := engLoad(t, dispRules(t, r, 50), Options{})
-		var batches [][]Event
-		var sources []Source
-		at := engT0
-		for i := range 120 {
-			b := make([]Event, 1+r.IntN(150))
-			src := []Source{SourceSamples, SourceSamples, SourceFlows}[r.IntN(3)]
-			if i%17 == 16 {
-				at += int64(r.IntN(60)) * int64(time.Second)
-			}
-			for j := range b {
-				at += int64(r.IntN(300_000))
-				b[j] = dispEvent(r, at)
-				b[j].Source = src
-				if r.IntN(10) == 0 {
-					b[j].Time -= int64(r.IntN(20)) * int64(time.Second) // late
-				}
-			}
-			batches, sources = append(batches, b), append(sources, src)
-		}
-		dispFullSweep = true
-		wantA, wantS := dispRun(t, set, false, batches, sources)
-		dispFullSweep = false
-		gotA, gotS := dispRun(t, set, false, batches, sources)
-		if d := gocmp.Diff(wantS, gotS); d != "" {
-			t.Fatalf("seed %d: rule counters differ (-scan +wheel):\n%s", seed, d)
-		}
-		if !reflect.DeepEqual(wantA, gotA) {
-			t.Fatalf("seed %d: alerts differ (-scan +wheel):\n%s", seed, gocmp.Diff(wantA, gotA))
-		}
-	}
 }

@@ -166,14 +166,20 @@ func (rs *ruleState) key(k keyBuf, t int64) *keyState {
 	} else {
 		ks = newKeyState(rs.r, k, limits)
 	}
-	ks.first, ks.last = t, t
+	ks.first = t
 	rs.keys[k] = ks
-	if rs.wheel != nil {
-		rs.wheel.place(ks)
-	}
+	rs.touch(ks, t)
 	rs.grew()
 	lv.link(ks, 1)
 	return ks
+}
+
+// touch notes that ks was seen at t (its last, and its wheel bucket).
+func (rs *ruleState) touch(ks *keyState, t int64) {
+	ks.last = max(ks.last, t)
+	if rs.wheel != nil {
+		rs.wheel.place(ks)
+	}
 }
 
 // maxFree bounds the key states a rule keeps for reuse.
@@ -203,17 +209,14 @@ func (rs *ruleState) process(e *Engine, source Source, evs []Event, idx []int32,
 	if idx == nil {
 		for i := range evs {
 			rs.event(e, source, &evs[i], false, e.ownership(i))
-			if m := rs.mem; m != nil && m.limit > 0 && m.used > m.limit {
-				m.settle(rs)
-			}
 		}
-		return
+	} else {
+		for _, i := range idx {
+			rs.event(e, source, &evs[i], exact, e.ownership(int(i)))
+		}
 	}
-	for _, i := range idx {
-		rs.event(e, source, &evs[i], exact, e.ownership(int(i)))
-		if m := rs.mem; m != nil && m.limit > 0 && m.used > m.limit {
-			m.settle(rs)
-		}
+	if rs.mem != nil {
+		rs.mem.settle(rs) // sketches the events made, past the budget
 	}
 }
 
@@ -288,10 +291,7 @@ func (rs *ruleState) reverseEvent(e *Engine, ev *Event, own uint64) {
 	}
 	ks.advance(r, s)
 	ks.addReverse(r, ev, s)
-	ks.last = max(ks.last, ev.Time)
-	if rs.wheel != nil {
-		rs.wheel.place(ks)
-	}
+	rs.touch(ks, ev.Time)
 }
 
 // windowEvent adds an event to its slot of the key's window. It reports
@@ -320,10 +320,7 @@ func (rs *ruleState) windowEvent(ks *keyState, ev *Event) bool {
 		ks.evidence[i].add(f.value(ev), float64(ev.Packets))
 	}
 	ks.first = min(ks.first, ev.Time)
-	ks.last = max(ks.last, ev.Time)
-	if rs.wheel != nil {
-		rs.wheel.place(ks)
-	}
+	rs.touch(ks, ev.Time)
 	if a := ks.alert; a != nil {
 		a.account(ev)
 	}

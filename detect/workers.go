@@ -94,7 +94,6 @@ type pool struct {
 	workers      []*Engine
 	gate         *gate
 	emit         func([]flow.Alert)
-	events       []Event
 	pending      []flow.Alert
 	chain        []chained
 	chainDropped uint64
@@ -139,13 +138,6 @@ func (p *pool) batch(source Source, evs []Event) {
 	}
 	newest := p.workers[0].mark(evs) // once: the workers only read events
 	p.each(func(w *Engine) { w.runMarked(source, evs, newest) })
-}
-
-func (p *pool) buffer(n int) []Event {
-	if cap(p.events) < n {
-		p.events = make([]Event, n)
-	}
-	return p.events[:n]
 }
 
 // collect takes what the workers raised since the last call, in rule
