@@ -83,10 +83,7 @@ func (p *prefixIndex) add(q netip.Prefix, rid int32) {
 		if p.v4 == nil {
 			p.v4 = map[uint64][]int32{}
 		}
-		if !slices.Contains(p.lens4, q.Bits()) {
-			p.lens4 = append(p.lens4, q.Bits())
-			slices.Sort(p.lens4)
-		}
+		p.lens4 = addLen(p.lens4, q.Bits())
 		k := v4Key(q.Addr(), q.Bits())
 		p.v4[k] = append(p.v4[k], rid)
 		return
@@ -94,12 +91,17 @@ func (p *prefixIndex) add(q netip.Prefix, rid int32) {
 	if p.v6 == nil {
 		p.v6 = map[v6Key][]int32{}
 	}
-	if !slices.Contains(p.lens6, q.Bits()) {
-		p.lens6 = append(p.lens6, q.Bits())
-		slices.Sort(p.lens6)
-	}
+	p.lens6 = addLen(p.lens6, q.Bits())
 	k := v6KeyOf(q.Addr(), q.Bits())
 	p.v6[k] = append(p.v6[k], rid)
+}
+
+// addLen adds a prefix length to the sorted lengths in use.
+func addLen(lens []int, bits int) []int {
+	if i, found := slices.BinarySearch(lens, bits); !found {
+		lens = slices.Insert(lens, i, bits)
+	}
+	return lens
 }
 
 // narrow reports whether a prefix set is worth indexing on: every
